@@ -39,7 +39,9 @@ def register_model(family: str, group: str, recipe: str, original_design: bool =
     if group not in TECHNIQUE_GROUPS: raise ValueError(f"Unknown technique group {group!r}; use one of {TECHNIQUE_GROUPS}")
     def register(builder):
         name = builder.__name__
-        if name in MODEL_REGISTRY: raise ValueError(f"Model {name!r} is registered twice")
+        # a notebook (module __main__) re-registers the builders that importing the package registered already
+        if name in MODEL_REGISTRY and builder.__module__ != '__main__':
+            raise ValueError(f"Model {name!r} is registered twice")
         MODEL_REGISTRY[name] = ModelSpec(name, builder, family, group, recipe, original_design)
         return builder
     return register

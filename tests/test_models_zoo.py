@@ -1,0 +1,60 @@
+"Checks every registered model must pass, and the registry and `cifar-study models` around them."
+import json
+
+import pytest
+import torch
+
+from cifar_study.cli import main
+from cifar_study.models import (MODEL_REGISTRY, TECHNIQUE_GROUPS, UnknownModelError, create_model, list_models,
+                                model_info)
+
+ISSUE_MODELS = {  # every name the study's issues ask for
+    'resnet_20', 'resnet_32', 'resnet_56', 'eca_resnet_20', 'eca_resnet_32', 'ecanet20_fixed_k3', 'ecanet20_adaptive',
+    'ecanet20_k5', 'ecanet20_k7', 'ecanet20_k9', 'eca_resnet_20_pos1', 'eca_resnet_20_pos3', 'ghost_resnet_20_r4',
+    'ghost_resnet_20', 'ghost_resnet_32', 'improved_resnet20_convnext', 'ghostnet_100',
+    'convnext_tiny', 'segnext_mscan_tiny', 'lsknet_tiny', 'coatnet_0', 'coatnet_cifar_opt',
+    'coatnet_cifar_opt_large_stem', 'cspresnet50', 'resnest50d', 'hornet_tiny', 'mlp_mixer_tiny', 'mlp_mixer_b16'}
+
+
+def test_every_named_model_is_registered():
+    assert ISSUE_MODELS <= set(list_models())
+    assert {spec.group for spec in MODEL_REGISTRY.values()} == set(TECHNIQUE_GROUPS)
+    assert {name for name, spec in MODEL_REGISTRY.items() if spec.original_design} == {
+        'improved_resnet20_convnext', 'coatnet_cifar_opt', 'coatnet_cifar_opt_large_stem'}
+
+
+@pytest.mark.parametrize('name', list_models())
+def test_forward_backward_train_and_eval(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    images = torch.randn(2, 3, 32, 32)
+    logits = model.train()(images)
+    assert logits.shape == (2, 100) and torch.isfinite(logits).all()
+    logits.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reaches {missing[:5]}"
+    with torch.no_grad():
+        evaluated = model.eval()(images)
+    assert evaluated.shape == (2, 100) and torch.isfinite(evaluated).all()
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(UnknownModelError, match='did you mean .*resnet_20'):
+        create_model('resnet20')
+
+
+def test_model_info_and_overrides():
+    info = model_info('eca_resnet_20', flops=True)
+    assert (info['family'], info['group'], info['recipe'], info['params']) == ('resnet', 'attention', 'resnet_sgd', 278_351)
+    assert info['flops'] > 2 * info['params']
+    assert create_model('resnet_20', num_classes=10)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_models_command_lists_every_model_with_params_and_flops(capsys):
+    main(['models', '--json'])
+    rows = json.loads(capsys.readouterr().out)
+    assert [row['name'] for row in rows] == list_models()
+    assert all(row['params'] > 0 and row['flops'] > 0 for row in rows)
+    main(['models', '--group', 'basic ResNet'])
+    table = capsys.readouterr().out
+    assert '2 per multiply-add' in table and 'resnet_56' in table and 'ghostnet_100' not in table
