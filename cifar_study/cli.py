@@ -87,7 +87,7 @@ def run_training(args):
 def run_bench(args):
     "cifar-study bench: throughput and memory per model, fastai against a plain PyTorch loop."
     from cifar_study.bench import run_benchmark
-    run_benchmark(args.models, args.batch_size, args.steps, args.warmup, args.out)
+    run_benchmark(args.models, args.batch_size, args.steps, args.warmup, args.repeats, args.out)
     print(f"written: {args.out}")
 
 # %% ../nbs/90_cli.ipynb #b484a139
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--batch-size', type=int, default=128)
     bench.add_argument('--steps', type=int, default=10, help='timed batches per measurement')
     bench.add_argument('--warmup', type=int, default=2, help='untimed batches before timing')
+    bench.add_argument('--repeats', type=int, default=3, help='turns each loop takes; the best is kept')
     bench.add_argument('--out', default='benchmarks/bench.json', help='JSON output path')
     bench.set_defaults(run=run_bench)
     return parser

@@ -53,6 +53,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
+    described_warmup: bool = False   # use the warm-up the report describes (its code never applied one)
     final_lr: float = 1e-6
     schedule_step: str = 'epoch'      # cosine stepped per 'epoch' (as the original ran) or per 'batch'
     label_smoothing: float = 0.1
@@ -106,6 +107,8 @@ def resolve_config(model: str, profile: str = 'full', **overrides) -> TrainConfi
                          batch_size=recipe.full_batch_size)
     config = replace(config, **_profile(profile))
     config = replace(config, **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v is not None})
+    if config.described_warmup and overrides.get('warmup_epochs') is None:
+        config = replace(config, warmup_epochs=recipe.described_warmup_epochs)
     return validate_config(config)
 
 def validate_config(config: TrainConfig) -> TrainConfig:

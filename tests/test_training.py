@@ -217,3 +217,8 @@ def test_record_loader_rejects_bad_records(tmp_path, synthetic_data):
     path.write_text('{"truncated": ')
     with pytest.raises(RunRecordError, match='not valid JSON'):
         load_run_record(path)
+
+
+def test_channels_last_run(tmp_path, synthetic_data):
+    record = smoke(tmp_path, synthetic_data['npz'], epochs=1, channels_last=True)
+    assert record.status == 'completed' and record.config['channels_last'] is True
