@@ -4,26 +4,12 @@ import torch
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from cifar_study.models.coatnet import (CoAtNet, MBConv, RelativeSelfAttention, TransformerBlock, coatnet_0,
-                                        coatnet_0_cifar, coatnet_cifar_opt, coatnet_cifar_opt_large_stem,
-                                        relative_position_index)
+from cifar_study.models.coatnet import (MBConv, RelativeSelfAttention, TransformerBlock, coatnet_0, coatnet_0_cifar,
+                                        coatnet_cifar_opt, coatnet_cifar_opt_large_stem, relative_position_index)
 from cifar_study.models.layers import ECA
-from cifar_study.models.registry import count_parameters, get_model_spec
+from cifar_study.models.registry import count_parameters, get_model_spec, stage_output_shapes
 
 ALL_BUILDERS = [coatnet_0, coatnet_0_cifar, coatnet_cifar_opt, coatnet_cifar_opt_large_stem]
-
-
-def measured_map_sizes(model: CoAtNet, image_size: int = 32) -> list[int]:
-    "Side of the map the stem and each stage output, measured by forward hooks."
-    sizes = []
-    modules = [model.stem, *model.stages]
-    hooks = [module.register_forward_hook(lambda module, inputs, output: sizes.append(output.shape[-1]))
-             for module in modules]
-    try:
-        with torch.no_grad(): model.eval()(torch.zeros(1, 3, image_size, image_size))
-    finally:
-        for hook in hooks: hook.remove()
-    return sizes
 
 
 # --- relative-position bias ---------------------------------------------------------------------------------
@@ -112,9 +98,10 @@ def test_large_stem_adds_what_the_original_logs_show():
     (coatnet_cifar_opt, [16, 16, 8, 4, 2, 1]),           # stem, S0 blocks, S1-S4
     (coatnet_cifar_opt_large_stem, [16, 16, 8, 4, 2, 1])])
 def test_stage_map_sizes_on_32px(builder, sizes):
-    model = builder()
+    model = builder().eval()
     assert model.stage_map_sizes == sizes
-    assert measured_map_sizes(model) == sizes
+    with torch.no_grad(): stem_side = model.stem(torch.zeros(1, 3, 32, 32)).shape[-1]
+    assert [stem_side] + [side for _, _, side in stage_output_shapes(model)] == sizes
 
 
 # --- architecture: where SE, ECA and the heads are ------------------------------------------------------------

@@ -5,8 +5,8 @@ from torch import nn
 from torchvision.models import convnext_tiny as torchvision_convnext_tiny
 from torchvision.models.convnext import CNBlock
 
-from cifar_study.models.convnext import ConvNeXt, convnext_tiny, convnext_tiny_cifar, stage_resolutions
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec
+from cifar_study.models.convnext import ConvNeXt, convnext_tiny, convnext_tiny_cifar
+from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
 
 
 @pytest.fixture(scope='module')
@@ -27,7 +27,7 @@ def test_cifar_variant_only_shrinks_the_stem(tiny):
 
 @pytest.mark.parametrize('builder, sizes', [(convnext_tiny, [8, 4, 2, 1]), (convnext_tiny_cifar, [16, 8, 4, 2])])
 def test_stage_spatial_sizes_on_32px(builder, sizes):
-    assert stage_resolutions(builder()) == sizes
+    assert [side for _, _, side in stage_output_shapes(builder())] == sizes
 
 
 def test_stage_widths_and_depths(tiny):

@@ -4,19 +4,9 @@ import torch
 from torch import nn
 
 from cifar_study.models.cspresnet import CrossStagePartialStage, CSPResNet
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec
+from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
 
 TIMM_PARAMS_100_CLASSES = 20_693_668  # timm cspresnet50: 21,616,168 at 1000 classes minus 900 x 1025 head weights
-
-
-def stage_outputs(model, batch_size=2):
-    "Shapes (channels, height, width) of each stage's output for a batch of 32x32 images."
-    shapes = []
-    hooks = [stage.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape[1:]))) for stage in model.stages]
-    model.eval()
-    with torch.no_grad(): model(torch.randn(batch_size, 3, 32, 32))
-    for hook in hooks: hook.remove()
-    return shapes
 
 
 @pytest.mark.parametrize('name', ['cspresnet50', 'cspresnet50_cifar'])
@@ -32,7 +22,7 @@ def test_head_follows_num_classes():
 
 @pytest.mark.parametrize('name, sizes', [('cspresnet50', (8, 4, 2, 1)), ('cspresnet50_cifar', (32, 16, 8, 4))])
 def test_stage_spatial_sizes(name, sizes):
-    shapes = stage_outputs(create_model(name))
+    shapes = stage_output_shapes(create_model(name))
     assert [c for c, _, _ in shapes] == [128, 256, 512, 1024]
     assert [(h, w) for _, h, w in shapes] == [(s, s) for s in sizes]
 

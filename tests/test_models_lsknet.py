@@ -3,18 +3,9 @@ import pytest
 import torch
 
 from cifar_study.models.lsknet import LargeSelectiveKernel, lsknet_tiny, lsknet_tiny_cifar
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec
+from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
 
 LSKNET_NAMES = ['lsknet_tiny', 'lsknet_tiny_cifar']
-
-
-def stage_map_sizes(model):
-    sizes, x = [], torch.zeros(1, 3, 32, 32)
-    with torch.no_grad():
-        for stage in model.eval().stages:
-            x = stage(x)
-            sizes.append(tuple(x.shape[1:]))
-    return sizes
 
 
 @pytest.mark.parametrize('name', LSKNET_NAMES)
@@ -36,8 +27,8 @@ def test_imagenet_head_matches_paper_size():
 
 
 def test_stage_maps():
-    assert stage_map_sizes(lsknet_tiny()) == [(32, 8, 8), (64, 4, 4), (160, 2, 2), (256, 1, 1)]
-    assert stage_map_sizes(lsknet_tiny_cifar()) == [(32, 32, 32), (64, 16, 16), (160, 8, 8), (256, 4, 4)]
+    assert stage_output_shapes(lsknet_tiny()) == [(32, 8, 8), (64, 4, 4), (160, 2, 2), (256, 1, 1)]
+    assert stage_output_shapes(lsknet_tiny_cifar()) == [(32, 32, 32), (64, 16, 16), (160, 8, 8), (256, 4, 4)]
 
 
 def test_stems():

@@ -3,20 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec
+from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
 from cifar_study.models.resnest import RadixSoftmax, ResNeSt, SplitAttention, SplitAttentionBottleneck
 
 TIMM_PARAMS_100_CLASSES = 25_639_140  # timm resnest50d with num_classes=100
-
-
-def stage_outputs(model, batch_size=2):
-    "Shapes (channels, height, width) of each stage's output for a batch of 32x32 images."
-    shapes = []
-    hooks = [stage.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape[1:]))) for stage in model.stages]
-    model.eval()
-    with torch.no_grad(): model(torch.randn(batch_size, 3, 32, 32))
-    for hook in hooks: hook.remove()
-    return shapes
 
 
 @pytest.mark.parametrize('name', ['resnest50d', 'resnest50d_cifar'])
@@ -28,7 +18,7 @@ def test_parameter_count_matches_reference(name):
 
 @pytest.mark.parametrize('name, sizes', [('resnest50d', (8, 4, 2, 1)), ('resnest50d_cifar', (32, 16, 8, 4))])
 def test_stage_spatial_sizes(name, sizes):
-    shapes = stage_outputs(create_model(name))
+    shapes = stage_output_shapes(create_model(name))
     assert [c for c, _, _ in shapes] == [256, 512, 1024, 2048]
     assert [(h, w) for _, h, w in shapes] == [(s, s) for s in sizes]
 

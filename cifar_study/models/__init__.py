@@ -8,6 +8,6 @@ __all__ = []
 # %% ../../nbs/13_models.zoo.ipynb #fb1d0149
 from .registry import (MODEL_REGISTRY, TECHNIQUE_GROUPS, ModelSpec, UnknownModelError,
                                          count_flops, count_parameters, create_model, get_model_spec, list_models,
-                                         model_info, register_model)
+                                         model_info, register_model, stage_output_shapes)
 from . import (coatnet, convnext, cspresnet, ghostnet, hornet, lsknet, mixer, mscan, resnest,
                                 resnet)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TECHNIQUE_GROUPS', 'MODEL_REGISTRY', 'ModelSpec', 'register_model', 'UnknownModelError', 'get_model_spec',
-           'create_model', 'list_models', 'count_parameters', 'count_flops', 'model_info']
+           'create_model', 'list_models', 'count_parameters', 'count_flops', 'stage_output_shapes', 'model_info']
 
 # %% ../../nbs/01_models.registry.ipynb #0d4e66d3
 import difflib
@@ -71,14 +71,28 @@ def count_parameters(model: nn.Module) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+def _forward_one_image(model: nn.Module, image_size: int):
+    "Run `model` in eval mode without gradients on one blank `image_size` RGB image, keeping its training mode."
+    was_training = model.training
+    try:
+        with torch.no_grad(): model.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally: model.train(was_training)
+
 def count_flops(model: nn.Module, image_size: int = 32) -> int:
     "Forward FLOPs (2 per multiply-add, as `torch.utils.flop_counter` counts them) for one RGB image."
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad(): model(torch.zeros(1, 3, image_size, image_size))
-    model.train(was_training)
+    with counter: _forward_one_image(model, image_size)
     return counter.get_total_flops()
+
+def stage_output_shapes(model: nn.Module, image_size: int = 32) -> list[tuple[int, int, int]]:
+    "(channels, height, width) of each of `model.stages`' outputs for one `image_size` RGB image."
+    shapes = []
+    hooks = [stage.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(output.shape[1:])))
+             for stage in model.stages]
+    try: _forward_one_image(model, image_size)
+    finally:
+        for hook in hooks: hook.remove()
+    return shapes
 
 def model_info(name: str, flops: bool = False) -> dict:
     "Family, technique group, original-design flag, recipe and parameter count (and FLOPs if asked) of `name`."
