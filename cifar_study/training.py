@@ -204,8 +204,8 @@ def measure_throughput(model, dls, config: TrainConfig, precision: dict) -> dict
     return probe.images_per_second
 
 def plan_budget(budget_s: float, elapsed_s: float, throughput: dict, train_images: int, test_images: int,
-                batch_size: int, world_size: int = 1, margin: float = 0.95) -> dict:
-    "Epochs (and, if needed, train images) that fit what is left of the budget, with a small margin for checkpoints."
+                batch_size: int, world_size: int = 1, margin: float = 0.85) -> dict:
+    "Epochs (and, if needed, train images) that fit what is left of the budget, keeping a safety margin."
     available = (budget_s - elapsed_s) * margin
     eval_s = test_images / world_size / throughput['eval']
     epoch_s = train_images / world_size / throughput['train'] + eval_s

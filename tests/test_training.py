@@ -99,7 +99,7 @@ def test_budget_plans_epochs_to_fit(tmp_path, synthetic_data):
     planned = record.budget['epochs']
     assert planned >= 1 and len(record.epochs) == planned == record.config['epochs']
     assert record.budget['budget_s'] == 30.0 and record.budget['seconds_used'] < 30.0
-    assert plan_budget(600, 30, dict(train=300, eval=1000), 50_000, 10_000, 128)['epochs'] == 3
+    assert plan_budget(600, 30, dict(train=300, eval=1000), 50_000, 10_000, 128)['epochs'] == 2
     with pytest.raises(ValueError, match='raise --budget-s'):
         plan_budget(20, 10, dict(train=300, eval=1000), 50_000, 10_000, 128)
 
