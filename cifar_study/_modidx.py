@@ -190,6 +190,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'cifar_study/models/layers.py'),
                                            'cifar_study.models.layers.eca_kernel_size': ( 'models.layers.html#eca_kernel_size',
                                                                                           'cifar_study/models/layers.py'),
+                                           'cifar_study.models.layers.init_residual_network': ( 'models.layers.html#init_residual_network',
+                                                                                                'cifar_study/models/layers.py'),
                                            'cifar_study.models.layers.linear_drop_path_rates': ( 'models.layers.html#linear_drop_path_rates',
                                                                                                  'cifar_study/models/layers.py')},
             'cifar_study.models.lsknet': { 'cifar_study.models.lsknet.LargeSelectiveKernel': ( 'models.lsknet.html#largeselectivekernel',

@@ -61,7 +61,7 @@ def add_config_options(parser: argparse.ArgumentParser):
         else:
             parse = next(t for t in (int, float, str) if t.__name__ in str(field.type))
             parser.add_argument(flag, type=_optional(parse) if 'None' in str(field.type) else parse, default=None,
-                                metavar=parse.__name__.upper(), help=f"default: from the profile and recipe")
+                                metavar=parse.__name__.upper(), help='default: from the profile and recipe')
 
 def _relaunch_on_gpus(gpus: int):
     "Re-run this command under torch.distributed.run with `gpus` processes (one per GPU)."

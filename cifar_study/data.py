@@ -17,7 +17,7 @@ import pickle
 import random
 import time
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

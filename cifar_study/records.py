@@ -12,7 +12,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone

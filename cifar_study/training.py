@@ -336,6 +336,7 @@ def train_model(name: str, resume: bool = False, force: bool = False, cbs=None, 
     run_dir = Path(config.out)/config.run_name
     checkpoint = prepare_run_dir(run_dir, resume, force)
     if checkpoint: config = resumed_config(checkpoint, {**overrides, 'profile': profile})
+    start_epoch = checkpoint['epoch'] + 1 if checkpoint else 0
     set_seed(config.seed, reproducible=True)
     precision = precision_used(config.precision, device)
     dls = _build_dataloaders(config, world_size, device)
@@ -347,7 +348,7 @@ def train_model(name: str, resume: bool = False, force: bool = False, cbs=None, 
     if checkpoint:
         record = RunRecord(**checkpoint['record'])
         record.status, record.error = 'running', None
-        record.resumed_at_epochs.append(checkpoint['epoch'] + 1)
+        record.resumed_at_epochs.append(start_epoch)
     else:
         record = RunRecord(config.run_name, config.model, 'running', config=config.to_dict(),
                            data=dict(**dls.source.describe(), train_images=len(dls.train.dataset),
@@ -368,11 +369,9 @@ def train_model(name: str, resume: bool = False, force: bool = False, cbs=None, 
             record.data['train_images'] = len(dls.train.dataset)
 
     learn = build_learner(model, dls, config, precision)
-    start_epoch = 0
     if checkpoint:
         unwrap(learn.model).load_state_dict(checkpoint['model'])
         learn.opt.load_state_dict(checkpoint['optimizer'])
-        start_epoch = checkpoint['epoch'] + 1
     tracker = RunTracker(record, run_dir, config, dls.train, world_size, start_epoch,
                          checkpoint['rng'] if checkpoint else None, wall_offset=record.wall_seconds)
     is_main = rank_distrib() == 0

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cifar_study.models.mixer import MixerBlock, MlpMixer, mlp_mixer_b16, mlp_mixer_tiny
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec
+from cifar_study.models.registry import count_parameters, get_model_spec
 
 
 @pytest.mark.parametrize('name', ['mlp_mixer_tiny', 'mlp_mixer_b16'])

@@ -204,7 +204,7 @@ def test_two_process_cpu_ddp(tmp_path):
 
 
 def test_record_loader_rejects_bad_records(tmp_path, synthetic_data):
-    record = smoke(tmp_path, synthetic_data['npz'], epochs=1)
+    smoke(tmp_path, synthetic_data['npz'], epochs=1)
     path = tmp_path/'resnet_20-smoke-seed0'/'record.json'
     raw = json.loads(path.read_text())
     for broken, message in ((dict(raw, schema_version=99), 'schema version 99'),

@@ -5,14 +5,13 @@
 # %% auto #0
 __all__ = ['conv_norm_act', 'CSPBottleneck', 'CrossStagePartialStage', 'CSPResNet', 'cspresnet50', 'cspresnet50_cifar']
 
-# %% ../../nbs/09_models.cspresnet.ipynb #5b3f1f42
+# %% ../../nbs/09_models.cspresnet.ipynb #7124333a
 import torch
 from torch import nn
-from torchvision.ops import Conv2dNormActivation
-
+from .layers import Conv2dNormActivation, init_residual_network
 from .registry import register_model
 
-# %% ../../nbs/09_models.cspresnet.ipynb #5a987183
+# %% ../../nbs/09_models.cspresnet.ipynb #49cd998d
 def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                   activation: bool = True) -> Conv2dNormActivation:
     "Conv (no bias) + BatchNorm (+ LeakyReLU 0.01 unless `activation` is False)."
@@ -34,7 +33,7 @@ class CSPBottleneck(nn.Module):
 
     def forward(self, x): return self.activation(self.residual(x) + x)
 
-# %% ../../nbs/09_models.cspresnet.ipynb #99152d5b
+# %% ../../nbs/09_models.cspresnet.ipynb #15fa1520
 class CrossStagePartialStage(nn.Module):
     "Downsample, linear 1x1 expansion to 2*out, split; bottlenecks + transition on one half; concat; 1x1 transition."
     def __init__(self, in_channels: int, out_channels: int, depth: int, stride: int = 2,
@@ -52,7 +51,7 @@ class CrossStagePartialStage(nn.Module):
         partial = self.blocks_transition(self.blocks(partial))
         return self.transition(torch.cat([cross, partial], dim=1))
 
-# %% ../../nbs/09_models.cspresnet.ipynb #d60d1676
+# %% ../../nbs/09_models.cspresnet.ipynb #472a77ef
 class CSPResNet(nn.Module):
     "CSPResNet: 7x7 stem, cross-stage-partial stages of ResNet bottlenecks, global pool, linear classifier."
     def __init__(self, depths=(3, 3, 5, 2), widths=(128, 256, 512, 1024), stem_width: int = 64,
@@ -68,13 +67,11 @@ class CSPResNet(nn.Module):
                                                              bottleneck_ratio=bottleneck_ratio)
                                       for n, (i, o, d) in enumerate(zip(in_widths, widths, depths))])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d): nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
-            if isinstance(module, CSPBottleneck): nn.init.zeros_(module.last_norm.weight)
+        init_residual_network(self, CSPBottleneck)
 
     def forward(self, x): return self.head(self.stages(self.stem(x)))
 
-# %% ../../nbs/09_models.cspresnet.ipynb #2bf8dcf9
+# %% ../../nbs/09_models.cspresnet.ipynb #35b64246
 @register_model(family='cspresnet', group='hybrid/advanced', recipe='hybrid_adamw')
 def cspresnet50(num_classes=100, **kwargs):
     "CSPResNet-50 (bottlenecks 3-3-5-2, widths 128-256-512-1024) with the paper's stride-4 7x7 stem; stages see 8/4/2/1 px."

@@ -7,7 +7,6 @@ Mixer-B's widths with 4x4 patches."""
 __all__ = ['MIXER_TINY', 'MIXER_B_PATCH4', 'MixerBlock', 'init_mixer_weights', 'MlpMixer', 'mlp_mixer_tiny', 'mlp_mixer_b16']
 
 # %% ../../nbs/12_models.mixer.ipynb #07dc9c00
-import torch
 from torch import nn
 from torchvision.ops import MLP
 

@@ -6,14 +6,12 @@
 __all__ = ['RadixSoftmax', 'SplitAttention', 'avg_down_shortcut', 'SplitAttentionBottleneck', 'ResNeSt', 'resnest50d',
            'resnest50d_cifar']
 
-# %% ../../nbs/10_models.resnest.ipynb #503e21d0
-import torch
+# %% ../../nbs/10_models.resnest.ipynb #bf04b3c4
 from torch import nn
-from torchvision.ops import Conv2dNormActivation
-
+from .layers import Conv2dNormActivation, init_residual_network
 from .registry import register_model
 
-# %% ../../nbs/10_models.resnest.ipynb #8bd76e65
+# %% ../../nbs/10_models.resnest.ipynb #a61be89f
 class RadixSoftmax(nn.Module):
     "Softmax over the `radix` splits of each cardinal group's attention logits; returns [batch, radix, channels]."
     def __init__(self, radix: int, cardinality: int):
@@ -47,7 +45,7 @@ class SplitAttention(nn.Module):
         weights = self.radix_softmax(logits)
         return (splits * weights[..., None, None]).sum(dim=1)
 
-# %% ../../nbs/10_models.resnest.ipynb #0d446eb1
+# %% ../../nbs/10_models.resnest.ipynb #8c8c9dea
 def avg_down_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
     "ResNet-D shortcut: 2x2 average pool (for stride 2), then 1x1 conv + BatchNorm."
     pool = [nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)] if stride > 1 else []
@@ -78,7 +76,7 @@ class SplitAttentionBottleneck(nn.Module):
 
     def forward(self, x): return self.activation(self.residual(x) + self.shortcut(x))
 
-# %% ../../nbs/10_models.resnest.ipynb #52c3436e
+# %% ../../nbs/10_models.resnest.ipynb #55821987
 class ResNeSt(nn.Module):
     "ResNeSt: deep 3x3 stem, stages of split-attention bottlenecks with avg-down shortcuts, pool, classifier."
     def __init__(self, depths=(3, 4, 6, 3), radix: int = 2, cardinality: int = 1, bottleneck_width: int = 64,
@@ -102,13 +100,11 @@ class ResNeSt(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d): nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
-            if isinstance(module, SplitAttentionBottleneck): nn.init.zeros_(module.last_norm.weight)
+        init_residual_network(self, SplitAttentionBottleneck)
 
     def forward(self, x): return self.head(self.stages(self.stem(x)))
 
-# %% ../../nbs/10_models.resnest.ipynb #227dc439
+# %% ../../nbs/10_models.resnest.ipynb #5766483b
 @register_model(family='resnest', group='hybrid/advanced', recipe='hybrid_adamw')
 def resnest50d(num_classes=100, **kwargs):
     "ResNeSt-50d (2s1x64d, bottlenecks 3-4-6-3, deep stem, avg-down) with the paper's stride-4 stem; stages see 8/4/2/1 px."
