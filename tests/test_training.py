@@ -169,7 +169,9 @@ def test_killed_cli_run_resumes_to_completion(tmp_path, synthetic_data):
     run_dir = tmp_path/'resnet_20-smoke-seed0'
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (run_dir/'checkpoint.pt').exists() and time.time() < deadline and process.poll() is None:
+    def epochs_recorded():  # the record is saved just after the checkpoint: wait for it, not the checkpoint
+        return (run_dir/'record.json').exists() and len(load_run_record(run_dir).epochs) >= 1
+    while not epochs_recorded() and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
