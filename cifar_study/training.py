@@ -210,7 +210,7 @@ def plan_budget(budget_s: float, elapsed_s: float, throughput: dict, train_image
     eval_s = test_images / world_size / throughput['eval']
     epoch_s = train_images / world_size / throughput['train'] + eval_s
     plan = dict(budget_s=budget_s, setup_seconds=round(elapsed_s, 2), train_images_per_second=round(throughput['train'], 1),
-                eval_images_per_second=round(throughput['eval'], 1), epoch_seconds=round(epoch_s, 1))
+                eval_images_per_second=round(throughput['eval'], 1), epoch_seconds=round(epoch_s, 2))
     if available >= epoch_s: return dict(plan, epochs=int(available // epoch_s), train_limit=None)
     fit_images = int((available - eval_s) * throughput['train'] * world_size) // batch_size * batch_size
     if fit_images < batch_size:
