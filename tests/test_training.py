@@ -12,6 +12,7 @@ import torch
 from fastai.callback.core import Callback
 
 from cifar_study.data import CIFARDataset, eval_transforms, find_cifar100, load_split, write_synthetic_cifar100
+from cifar_study.models import create_model
 from cifar_study.recipes import resolve_config
 from cifar_study.records import RunRecordError, load_run_record
 from cifar_study.training import (BatchMixUp, RunExistsError, build_learner, lr_schedule, plan_budget,
@@ -227,3 +228,11 @@ def test_record_loader_rejects_bad_records(tmp_path, synthetic_data):
 def test_channels_last_run(tmp_path, synthetic_data):
     record = smoke(tmp_path, synthetic_data['npz'], epochs=1, channels_last=True)
     assert record.status == 'completed' and record.config['channels_last'] is True
+
+
+def test_compiled_run_checkpoints_plain_weights(tmp_path, synthetic_data):
+    # torch.compile on CPU (inductor, ~40 s here): the checkpoint must load into an uncompiled model
+    record = smoke(tmp_path, synthetic_data['npz'], epochs=1, compile=True)
+    assert record.status == 'completed' and record.config['compile'] is True
+    weights = torch.load(tmp_path/'resnet_20-smoke-seed0'/'checkpoint.pt', weights_only=False)['model']
+    create_model('resnet_20').load_state_dict(weights)
