@@ -7,7 +7,7 @@ from torchvision.ops import SqueezeExcitation
 from cifar_study.models.coatnet import (MBConv, RelativeSelfAttention, TransformerBlock, coatnet_0, coatnet_0_cifar,
                                         coatnet_cifar_opt, coatnet_cifar_opt_large_stem, relative_position_index)
 from cifar_study.models.layers import ECA
-from cifar_study.models.registry import count_parameters, get_model_spec, stage_output_shapes
+from cifar_study.models.registry import count_parameters, stage_output_shapes
 
 ALL_BUILDERS = [coatnet_0, coatnet_0_cifar, coatnet_cifar_opt, coatnet_cifar_opt_large_stem]
 
@@ -159,15 +159,6 @@ def test_transformer_block_output_eca_rescales_channels():
 
 
 # --- registry and training readiness ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize('builder, original', [(coatnet_0, False), (coatnet_0_cifar, False),
-                                               (coatnet_cifar_opt, True), (coatnet_cifar_opt_large_stem, True)])
-def test_registry_metadata(builder, original):
-    spec = get_model_spec(builder.__name__)
-    assert (spec.family, spec.group, spec.recipe, spec.original_design) == (
-        'coatnet', 'hybrid/advanced', 'hybrid_adamw', original)
-    assert spec.description
-
 
 @pytest.mark.parametrize('builder', ALL_BUILDERS)
 def test_forward_backward_reaches_every_parameter(builder):

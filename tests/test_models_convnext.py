@@ -6,7 +6,7 @@ from torchvision.models import convnext_tiny as torchvision_convnext_tiny
 from torchvision.models.convnext import CNBlock
 
 from cifar_study.models.convnext import ConvNeXt, convnext_tiny, convnext_tiny_cifar
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
+from cifar_study.models.registry import count_parameters, create_model, stage_output_shapes
 
 
 @pytest.fixture(scope='module')
@@ -59,10 +59,7 @@ def test_drop_path_rates_rise_linearly():
     assert {m.stochastic_depth.p for m in convnext_tiny().modules() if isinstance(m, CNBlock)} == {0.0}
 
 
-def test_registry_entries():
-    for name in ('convnext_tiny', 'convnext_tiny_cifar'):
-        spec = get_model_spec(name)
-        assert (spec.family, spec.group, spec.recipe) == ('convnext', 'modern conv', 'convnext_adamw')
+def test_other_class_counts():
     assert create_model('convnext_tiny', num_classes=10)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 

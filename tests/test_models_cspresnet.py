@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from cifar_study.models.cspresnet import CrossStagePartialStage, CSPResNet
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
+from cifar_study.models.registry import count_parameters, create_model, stage_output_shapes
 
 TIMM_PARAMS_100_CLASSES = 20_693_668  # timm cspresnet50: 21,616,168 at 1000 classes minus 900 x 1025 head weights
 
@@ -64,9 +64,3 @@ def test_residual_branches_start_at_zero():
 
 def test_invalid_stem_stride_is_rejected():
     with pytest.raises(ValueError, match='stem_stride'): CSPResNet(stem_stride=3)
-
-
-@pytest.mark.parametrize('name', ['cspresnet50', 'cspresnet50_cifar'])
-def test_registry_metadata(name):
-    spec = get_model_spec(name)
-    assert (spec.family, spec.group, spec.recipe, spec.original_design) == ('cspresnet', 'hybrid/advanced', 'hybrid_adamw', False)

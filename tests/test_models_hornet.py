@@ -5,7 +5,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cifar_study.models.hornet import GnConv, HorNetBlock, hornet_tiny, hornet_tiny_cifar
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
+from cifar_study.models.registry import count_parameters, create_model, stage_output_shapes
 
 
 class RecordTensorProducts(TorchFunctionMode):
@@ -109,8 +109,5 @@ def test_drop_path_rates_rise_linearly():
     assert [b.drop_path.p for b in blocks[1:]] == pytest.approx(torch.linspace(0, 0.1, 25)[1:].tolist())
 
 
-def test_registry_entries():
-    for name in ('hornet_tiny', 'hornet_tiny_cifar'):
-        spec = get_model_spec(name)
-        assert (spec.family, spec.group, spec.recipe) == ('hornet', 'hybrid/advanced', 'light_adamw')
+def test_other_class_counts():
     assert create_model('hornet_tiny_cifar', num_classes=10)(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_study.models.registry import count_parameters, create_model, get_model_spec, stage_output_shapes
+from cifar_study.models.registry import count_parameters, create_model, stage_output_shapes
 from cifar_study.models.resnest import RadixSoftmax, ResNeSt, SplitAttention, SplitAttentionBottleneck
 
 TIMM_PARAMS_100_CLASSES = 25_639_140  # timm resnest50d with num_classes=100
@@ -92,9 +92,3 @@ def test_residual_branches_start_at_zero():
 
 def test_invalid_stem_stride_is_rejected():
     with pytest.raises(ValueError, match='stem_stride'): ResNeSt(stem_stride=8)
-
-
-@pytest.mark.parametrize('name', ['resnest50d', 'resnest50d_cifar'])
-def test_registry_metadata(name):
-    spec = get_model_spec(name)
-    assert (spec.family, spec.group, spec.recipe, spec.original_design) == ('resnest', 'hybrid/advanced', 'hybrid_adamw', False)

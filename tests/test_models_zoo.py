@@ -23,6 +23,51 @@ def test_every_named_model_is_registered():
         'improved_resnet20_convnext', 'coatnet_cifar_opt', 'coatnet_cifar_opt_large_stem'}
 
 
+REGISTRY_ENTRIES = {  # name: (family, technique group, recipe)
+    'coatnet_0': ('coatnet', 'hybrid/advanced', 'hybrid_adamw'),
+    'coatnet_0_cifar': ('coatnet', 'hybrid/advanced', 'hybrid_adamw'),
+    'coatnet_cifar_opt': ('coatnet', 'hybrid/advanced', 'hybrid_adamw'),
+    'coatnet_cifar_opt_large_stem': ('coatnet', 'hybrid/advanced', 'hybrid_adamw'),
+    'convnext_tiny': ('convnext', 'modern conv', 'convnext_adamw'),
+    'convnext_tiny_cifar': ('convnext', 'modern conv', 'convnext_adamw'),
+    'cspresnet50': ('cspresnet', 'hybrid/advanced', 'hybrid_adamw'),
+    'cspresnet50_cifar': ('cspresnet', 'hybrid/advanced', 'hybrid_adamw'),
+    'eca_resnet_20': ('resnet', 'attention', 'resnet_sgd'),
+    'eca_resnet_20_pos1': ('resnet', 'attention', 'resnet_sgd'),
+    'eca_resnet_20_pos3': ('resnet', 'attention', 'resnet_sgd'),
+    'eca_resnet_32': ('resnet', 'attention', 'resnet_sgd'),
+    'ecanet20_adaptive': ('resnet', 'attention', 'resnet_sgd'),
+    'ecanet20_fixed_k3': ('resnet', 'attention', 'resnet_sgd'),
+    'ecanet20_k5': ('resnet', 'attention', 'resnet_sgd'),
+    'ecanet20_k7': ('resnet', 'attention', 'resnet_sgd'),
+    'ecanet20_k9': ('resnet', 'attention', 'resnet_sgd'),
+    'ghost_resnet_20': ('resnet', 'lightweight', 'ghost_sgd'),
+    'ghost_resnet_20_r3': ('resnet', 'lightweight', 'ghost_sgd'),
+    'ghost_resnet_20_r4': ('resnet', 'lightweight', 'ghost_sgd'),
+    'ghost_resnet_32': ('resnet', 'lightweight', 'ghost_sgd'),
+    'ghostnet_100': ('ghostnet', 'lightweight', 'ghost_sgd'),
+    'hornet_tiny': ('hornet', 'hybrid/advanced', 'light_adamw'),
+    'hornet_tiny_cifar': ('hornet', 'hybrid/advanced', 'light_adamw'),
+    'improved_resnet20_convnext': ('resnet', 'modern conv', 'improved_resnet_sgd'),
+    'lsknet_tiny': ('lsknet', 'attention', 'light_adamw'),
+    'lsknet_tiny_cifar': ('lsknet', 'attention', 'light_adamw'),
+    'mlp_mixer_b16': ('mlp_mixer', 'MLP', 'light_adamw'),
+    'mlp_mixer_tiny': ('mlp_mixer', 'MLP', 'light_adamw'),
+    'resnest50d': ('resnest', 'hybrid/advanced', 'hybrid_adamw'),
+    'resnest50d_cifar': ('resnest', 'hybrid/advanced', 'hybrid_adamw'),
+    'resnet_20': ('resnet', 'basic ResNet', 'resnet_sgd'),
+    'resnet_32': ('resnet', 'basic ResNet', 'resnet_sgd'),
+    'resnet_56': ('resnet', 'basic ResNet', 'resnet_sgd'),
+    'segnext_mscan_tiny': ('mscan', 'attention', 'light_adamw'),
+    'segnext_mscan_tiny_cifar': ('mscan', 'attention', 'light_adamw'),
+}
+
+
+def test_registry_entries():
+    assert {name: (spec.family, spec.group, spec.recipe) for name, spec in MODEL_REGISTRY.items()} == REGISTRY_ENTRIES
+    assert all(spec.description for spec in MODEL_REGISTRY.values())
+
+
 def create_with_drop_path(name, rate=0.1):
     "The model with stochastic depth on where its family has it, so that the drop-path branches run too."
     try: return create_model(name, drop_path_rate=rate)
