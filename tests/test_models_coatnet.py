@@ -158,6 +158,16 @@ def test_transformer_block_output_eca_rescales_channels():
     torch.testing.assert_close(block(x), plain(x) * 0.5)
 
 
+def test_norms_and_se_activation_match_timm():
+    # timm's CoAtNet (maxxvit.py): LayerNorm eps 1e-6 in the Transformer blocks, SiLU inside the MBConv's SE.
+    model = coatnet_0()
+    layer_norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(layer_norms) == 2 * (5 + 2) and {m.eps for m in layer_norms} == {1e-6}
+    squeeze_excitations = [m for m in model.modules() if isinstance(m, SqueezeExcitation)]
+    assert len(squeeze_excitations) == 2 + 3
+    assert all(type(se.activation) is nn.SiLU for se in squeeze_excitations)
+
+
 # --- registry and training readiness ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('builder', ALL_BUILDERS)

@@ -73,3 +73,8 @@ def test_selection_maps_depend_on_the_input():
     gate = LargeSelectiveKernel(8)
     first, second = torch.randn(2, 8, 8, 8).unbind(0)
     assert not torch.allclose(gate.selection_weights(first[None]), gate.selection_weights(second[None]))
+
+
+def test_stage_layer_norms_use_lsknet_eps():
+    # LSKNet's backbone builds its stage norms with partial(nn.LayerNorm, eps=1e-6), unlike MSCAN's (same skeleton).
+    assert {stage[-1].eps for stage in lsknet_tiny().stages} == {1e-6}

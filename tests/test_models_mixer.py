@@ -1,9 +1,10 @@
 "Tests for MLP-Mixer (cifar_study.models.mixer)."
 import pytest
 import torch
+from torch import nn
 
 from cifar_study.models.mixer import MixerBlock, MlpMixer, mlp_mixer_b16, mlp_mixer_tiny
-from cifar_study.models.registry import count_parameters
+from cifar_study.models.registry import count_parameters, create_model, get_model_spec
 
 
 def test_tiny_is_the_model_the_study_trained():
@@ -20,6 +21,22 @@ def test_b16_within_5_percent_of_the_table():
     parameters = count_parameters(mlp_mixer_b16())
     assert parameters == 57_417_316
     assert abs(parameters / 59.19e6 - 1) < 0.05
+
+
+def test_study_mixer_is_the_model_the_study_trained_as_mlp_mixer_b16():
+    model = create_model('mlp_mixer_study')
+    assert count_parameters(model) == 17_948_772          # the study's log: 17.95 M
+    assert len(model.blocks) == 8 and model.patch_embedding.kernel_size == (4, 4) and model.head.in_features == 512
+    assert model.blocks[0].token_mlp[0].out_features == 1024
+    assert model.blocks[0].channel_mlp[0].out_features == 2048
+    assert get_model_spec('mlp_mixer_study').original_rows == ('mlp_mixer_b16',)
+    assert get_model_spec('mlp_mixer_b16').original_rows == ()
+
+
+def test_layer_norms_use_timm_eps():
+    # timm's MlpMixer builds every LayerNorm with eps 1e-6 (PyTorch's default is 1e-5).
+    norms = [m for m in mlp_mixer_tiny().modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 2 * 8 + 1 and {norm.eps for norm in norms} == {1e-6}
 
 
 def test_table_value_is_the_224_pixel_mixer_b16():

@@ -81,3 +81,9 @@ def test_drop_path_rates_grow_linearly():
     assert len(blocks) == 13
     assert isinstance(blocks[0].drop_path, nn.Identity)
     assert blocks[-1].drop_path.p == pytest.approx(0.2)
+
+
+def test_stage_layer_norms_use_segnext_eps():
+    # SegNeXt's mscan.py ends every stage with nn.LayerNorm(dim): PyTorch's default eps, 1e-5.
+    norms = [stage[-1] for stage in segnext_mscan_tiny().stages]
+    assert all(isinstance(norm, nn.LayerNorm) for norm in norms) and {norm.eps for norm in norms} == {1e-5}

@@ -72,7 +72,7 @@ class MBConv(nn.Module):
                  channel_attention: str = 'se', drop_path_rate: float = 0.):
         super().__init__()
         hidden = out_channels * expansion
-        attention = {'se': lambda: SqueezeExcitation(hidden, int(in_channels * 0.25), activation=nn.GELU),
+        attention = {'se': lambda: SqueezeExcitation(hidden, int(in_channels * 0.25), activation=nn.SiLU),
                      'eca': lambda: ECA(3)}
         if channel_attention not in attention:
             raise ValueError(f"Unknown channel attention {channel_attention!r}; use one of {list(attention)}")
@@ -95,11 +95,11 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.shortcut = downsampling_shortcut(in_channels, out_channels, stride)
         self.attention_branch = nn.Sequential(
-            LayerNorm2d(in_channels),
+            LayerNorm2d(in_channels, eps=1e-6),
             nn.MaxPool2d(2, ceil_mode=True) if stride == 2 else nn.Identity(),
             RelativeSelfAttention(in_channels, out_channels, num_heads, map_size, dropout))
         self.ffn = nn.Sequential(
-            LayerNorm2d(out_channels),
+            LayerNorm2d(out_channels, eps=1e-6),
             nn.Conv2d(out_channels, out_channels * mlp_ratio, 1), nn.GELU(), nn.Dropout(dropout),
             nn.Conv2d(out_channels * mlp_ratio, out_channels, 1), nn.Dropout(dropout))
         self.drop_path = drop_path(drop_path_rate)
@@ -185,12 +185,14 @@ COATNET_0_STAGES = (StageSpec('mbconv', depth=2, width=96), StageSpec('mbconv', 
 @register_model(family='coatnet', group='hybrid/advanced', recipe='hybrid_adamw')
 def coatnet_0(num_classes=100, **kwargs):
     "CoAtNet-0 (depths 2-2-3-5-2, widths 64-96-192-384-768) with relative attention; total stride 32 (S3/S4 at 2/1 px on 32x32)."
-    return CoAtNet(COATNET_0_STAGES, num_classes=num_classes, **kwargs)
+    model_args = dict(stages=COATNET_0_STAGES)
+    return CoAtNet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='coatnet', group='hybrid/advanced', recipe='hybrid_adamw')
 def coatnet_0_cifar(num_classes=100, **kwargs):
     "CoAtNet-0 with a stride-1 stem for 32x32 inputs (S1-S4 at 16/8/4/2 px)."
-    return coatnet_0(num_classes=num_classes, stem_stride=1, **kwargs)
+    model_args = dict(stem_stride=1)
+    return coatnet_0(num_classes=num_classes, **dict(model_args, **kwargs))
 
 # %% ../../nbs/08_models.coatnet.ipynb #ff918b11
 CIFAR_OPT_STAGES = (StageSpec('mbconv', depth=2, width=64, downsample='none'),
@@ -198,13 +200,16 @@ CIFAR_OPT_STAGES = (StageSpec('mbconv', depth=2, width=64, downsample='none'),
                     StageSpec('transformer', depth=10, width=384, heads=8, downsample='conv', output_eca=True),
                     StageSpec('transformer', depth=2, width=512, heads=8, downsample='conv', output_eca=True))
 
-@register_model(family='coatnet', group='hybrid/advanced', recipe='hybrid_adamw', original_design=True)
+@register_model(family='coatnet', group='hybrid/advanced', recipe='hybrid_adamw', original_design=True,
+                original_rows=('coatnet_cifar_opt',))
 def coatnet_cifar_opt(num_classes=100, **kwargs):
     "The original study's CoAtNet: 3x3 stride-2 stem, ECA-MBConv 2-2-6 at 64-96-192, ECA-Transformer 10-2 at 384-512 (S3/S4 at 2/1 px)."
-    kwargs = dict(stem='conv', mbconv_attention='eca', dropout=0.1) | kwargs
-    return CoAtNet(CIFAR_OPT_STAGES, num_classes=num_classes, **kwargs)
+    model_args = dict(stages=CIFAR_OPT_STAGES, stem='conv', mbconv_attention='eca', dropout=0.1)
+    return CoAtNet(num_classes=num_classes, **dict(model_args, **kwargs))
 
-@register_model(family='coatnet', group='hybrid/advanced', recipe='hybrid_adamw', original_design=True)
+@register_model(family='coatnet', group='hybrid/advanced', recipe='hybrid_adamw', original_design=True,
+                original_rows=('coatnet_cifar_opt_large_stem',))
 def coatnet_cifar_opt_large_stem(num_classes=100, **kwargs):
     "coatnet_cifar_opt with the original study's large stem (3x3 to 32, 5x5 depthwise stride 2, 1x1 to 64)."
-    return coatnet_cifar_opt(num_classes=num_classes, stem='large', **kwargs)
+    model_args = dict(stem='large')
+    return coatnet_cifar_opt(num_classes=num_classes, **dict(model_args, **kwargs))

@@ -54,12 +54,14 @@ class ConvNeXt(nn.Module):
     def forward(self, x): return self.head(self.stages(self.stem(x)))
 
 # %% ../../nbs/05_models.convnext.ipynb #1eb6912c
-@register_model(family='convnext', group='modern conv', recipe='convnext_adamw')
+@register_model(family='convnext', group='modern conv', recipe='convnext_adamw', original_rows=('convnext_tiny',))
 def convnext_tiny(num_classes=100, **kwargs):
     "ConvNeXt-T (depths 3-3-9-3, widths 96-192-384-768) with the paper's 4x4 stride-4 patchify stem (stages at 8/4/2/1 px)."
-    return ConvNeXt(depths=(3, 3, 9, 3), widths=(96, 192, 384, 768), num_classes=num_classes, **kwargs)
+    model_args = dict(depths=(3, 3, 9, 3), widths=(96, 192, 384, 768))
+    return ConvNeXt(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='convnext', group='modern conv', recipe='convnext_adamw')
 def convnext_tiny_cifar(num_classes=100, **kwargs):
     "ConvNeXt-T with a 2x2 stride-2 patchify stem for 32x32 inputs (stages at 16/8/4/2 px)."
-    return convnext_tiny(num_classes=num_classes, stem_patch_size=2, **kwargs)
+    model_args = dict(stem_patch_size=2)
+    return convnext_tiny(num_classes=num_classes, **dict(model_args, **kwargs))

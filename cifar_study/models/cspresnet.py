@@ -75,10 +75,11 @@ class CSPResNet(nn.Module):
 @register_model(family='cspresnet', group='hybrid/advanced', recipe='hybrid_adamw')
 def cspresnet50(num_classes=100, **kwargs):
     "CSPResNet-50 (bottlenecks 3-3-5-2, widths 128-256-512-1024) with the paper's stride-4 7x7 stem; stages see 8/4/2/1 px."
-    return CSPResNet(depths=(3, 3, 5, 2), widths=(128, 256, 512, 1024), num_classes=num_classes, **kwargs)
+    model_args = dict(depths=(3, 3, 5, 2), widths=(128, 256, 512, 1024))
+    return CSPResNet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='cspresnet', group='hybrid/advanced', recipe='hybrid_adamw')
 def cspresnet50_cifar(num_classes=100, **kwargs):
     "CSPResNet-50 with a stride-1 7x7 stem and no max-pool, so the stages see 32/16/8/4 px on CIFAR."
-    return CSPResNet(depths=(3, 3, 5, 2), widths=(128, 256, 512, 1024), stem_stride=1,
-                     num_classes=num_classes, **kwargs)
+    model_args = dict(stem_stride=1)
+    return cspresnet50(num_classes=num_classes, **dict(model_args, **kwargs))

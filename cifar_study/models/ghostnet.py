@@ -80,7 +80,8 @@ class GhostNet(nn.Module):
     def forward(self, x): return self.head(self.features_conv(self.stages(self.stem(x))))
 
 # %% ../../nbs/04_models.ghostnet.ipynb #c8c75287
-@register_model(family='ghostnet', group='lightweight', recipe='ghost_sgd')
+@register_model(family='ghostnet', group='lightweight', recipe='ghost_sgd', original_rows=('ghostnet_100',))
 def ghostnet_100(num_classes=100, **kwargs):
     "GhostNet 1.0x as in the paper, with a stride-1 stem for 32x32 inputs (the last stage sees 2x2 maps)."
-    return GhostNet(num_classes=num_classes, **(dict(width=1.0, stem_stride=1) | kwargs))
+    model_args = dict(width=1.0, stem_stride=1)
+    return GhostNet(num_classes=num_classes, **dict(model_args, **kwargs))

@@ -70,10 +70,11 @@ class HorNet(ConvNeXt):
 @register_model(family='hornet', group='hybrid/advanced', recipe='light_adamw')
 def hornet_tiny(num_classes=100, **kwargs):
     "HorNet-T 7x7 (widths 64-128-256-512, depths 2-3-18-2, gnConv orders 2-3-4-5) with the 4x4 stride-4 stem (stages at 8/4/2/1 px)."
-    return HorNet(depths=(2, 3, 18, 2), widths=(64, 128, 256, 512), orders=(2, 3, 4, 5), kernel_size=7,
-                  num_classes=num_classes, **kwargs)
+    model_args = dict(depths=(2, 3, 18, 2), widths=(64, 128, 256, 512), orders=(2, 3, 4, 5), kernel_size=7)
+    return HorNet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='hornet', group='hybrid/advanced', recipe='light_adamw')
 def hornet_tiny_cifar(num_classes=100, **kwargs):
     "HorNet-T 7x7 with a 2x2 stride-2 patchify stem for 32x32 inputs (stages at 16/8/4/2 px)."
-    return hornet_tiny(num_classes=num_classes, stem_patch_size=2, **kwargs)
+    model_args = dict(stem_patch_size=2)
+    return hornet_tiny(num_classes=num_classes, **dict(model_args, **kwargs))

@@ -105,14 +105,14 @@ class ResNeSt(nn.Module):
     def forward(self, x): return self.head(self.stages(self.stem(x)))
 
 # %% ../../nbs/10_models.resnest.ipynb #5766483b
-@register_model(family='resnest', group='hybrid/advanced', recipe='hybrid_adamw')
+@register_model(family='resnest', group='hybrid/advanced', recipe='hybrid_adamw', original_rows=('resnest50d',))
 def resnest50d(num_classes=100, **kwargs):
     "ResNeSt-50d (2s1x64d, bottlenecks 3-4-6-3, deep stem, avg-down) with the paper's stride-4 stem; stages see 8/4/2/1 px."
-    return ResNeSt(depths=(3, 4, 6, 3), radix=2, cardinality=1, bottleneck_width=64, stem_width=32,
-                   num_classes=num_classes, **kwargs)
+    model_args = dict(depths=(3, 4, 6, 3), radix=2, cardinality=1, bottleneck_width=64, stem_width=32)
+    return ResNeSt(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnest', group='hybrid/advanced', recipe='hybrid_adamw')
 def resnest50d_cifar(num_classes=100, **kwargs):
     "ResNeSt-50d with a stride-1 deep stem and no max-pool, so the stages see 32/16/8/4 px on CIFAR."
-    return ResNeSt(depths=(3, 4, 6, 3), radix=2, cardinality=1, bottleneck_width=64, stem_width=32, stem_stride=1,
-                   num_classes=num_classes, **kwargs)
+    model_args = dict(stem_stride=1)
+    return resnest50d(num_classes=num_classes, **dict(model_args, **kwargs))

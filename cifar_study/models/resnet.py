@@ -104,91 +104,108 @@ def _cifar_resnet(depth: int, block: type[nn.Module] = BasicBlock, num_classes: 
     return CifarResNet(block, (blocks,) * 3, num_classes=num_classes, **kwargs)
 
 # %% ../../nbs/03_models.resnet.ipynb #5aafb383
-@register_model(family='resnet', group='basic ResNet', recipe='resnet_sgd')
+@register_model(family='resnet', group='basic ResNet', recipe='resnet_sgd', original_rows=('resnet_20',))
 def resnet_20(num_classes=100, **kwargs):
     "ResNet-20 for CIFAR (3 basic blocks per stage, 16-32-64 channels)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20) | kwargs))
+    model_args = dict(depth=20)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
-@register_model(family='resnet', group='basic ResNet', recipe='resnet_sgd')
+@register_model(family='resnet', group='basic ResNet', recipe='resnet_sgd', original_rows=('resnet_32',))
 def resnet_32(num_classes=100, **kwargs):
     "ResNet-32 for CIFAR (5 basic blocks per stage, 16-32-64 channels)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=32) | kwargs))
+    model_args = dict(depth=32)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
-@register_model(family='resnet', group='basic ResNet', recipe='resnet_sgd')
+@register_model(family='resnet', group='basic ResNet', recipe='resnet_sgd', original_rows=('resnet_56',))
 def resnet_56(num_classes=100, **kwargs):
     "ResNet-56 for CIFAR (9 basic blocks per stage, 16-32-64 channels)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=56) | kwargs))
+    model_args = dict(depth=56)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 # %% ../../nbs/03_models.resnet.ipynb #3605874a
-@register_model(family='resnet', group='attention', recipe='resnet_sgd')
+@register_model(family='resnet', group='attention', recipe='resnet_sgd', original_rows=('eca_resnet_20',))
 def eca_resnet_20(num_classes=100, **kwargs):
     "ResNet-20 with ECA (k=3) after each block's second BN, before the residual add."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel=3) | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel=3)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
-@register_model(family='resnet', group='attention', recipe='resnet_sgd')
+@register_model(family='resnet', group='attention', recipe='resnet_sgd', original_rows=('eca_resnet_32',))
 def eca_resnet_32(num_classes=100, **kwargs):
     "ResNet-32 with ECA (k=5) after each block's second BN, before the residual add."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=32, attention='eca', eca_kernel=5) | kwargs))
+    model_args = dict(depth=32, attention='eca', eca_kernel=5)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
-@register_model(family='resnet', group='attention', recipe='resnet_sgd')
+@register_model(family='resnet', group='attention', recipe='resnet_sgd', original_rows=('ecanet20_fixed_k3',))
 def ecanet20_fixed_k3(num_classes=100, **kwargs):
     "ECA-ResNet-20 with a fixed k=3 (the same architecture as eca_resnet_20)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel=3) | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel=3)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
-@register_model(family='resnet', group='attention', recipe='resnet_sgd')
+@register_model(family='resnet', group='attention', recipe='resnet_sgd', original_rows=('ecanet20_adaptive',))
 def ecanet20_adaptive(num_classes=100, **kwargs):
     "ECA-ResNet-20 with ECA-Net's adaptive k (3 for 16/32/64 channels: the same architecture as eca_resnet_20)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel='adaptive') | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel='adaptive')
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnet', group='attention', recipe='resnet_sgd')
 def ecanet20_k5(num_classes=100, **kwargs):
     "ECA-ResNet-20 with k=5 (kernel-size ablation)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel=5) | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel=5)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnet', group='attention', recipe='resnet_sgd')
 def ecanet20_k7(num_classes=100, **kwargs):
     "ECA-ResNet-20 with k=7 (kernel-size ablation)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel=7) | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel=7)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnet', group='attention', recipe='resnet_sgd')
 def ecanet20_k9(num_classes=100, **kwargs):
     "ECA-ResNet-20 with k=9 (kernel-size ablation)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel=9) | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel=9)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnet', group='attention', recipe='resnet_sgd')
 def eca_resnet_20_pos1(num_classes=100, **kwargs):
     "ECA-ResNet-20 (k=3) with ECA after each block's first conv + BN, before its ReLU (position ablation)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel=3, eca_position=1) | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel=3, eca_position=1)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnet', group='attention', recipe='resnet_sgd')
 def eca_resnet_20_pos3(num_classes=100, **kwargs):
     "ECA-ResNet-20 (k=3) with ECA after the residual add, before the final ReLU (position ablation)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, attention='eca', eca_kernel=3, eca_position=3) | kwargs))
+    model_args = dict(depth=20, attention='eca', eca_kernel=3, eca_position=3)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 # %% ../../nbs/03_models.resnet.ipynb #f3a8ac35
-@register_model(family='resnet', group='lightweight', recipe='ghost_sgd')
+@register_model(family='resnet', group='lightweight', recipe='ghost_sgd', original_rows=('ghost_resnet_20',))
 def ghost_resnet_20(num_classes=100, **kwargs):
     "ResNet-20 whose 3x3 block convolutions are Ghost modules of ratio 2."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, ghost_ratio=2) | kwargs))
+    model_args = dict(depth=20, ghost_ratio=2)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
-@register_model(family='resnet', group='lightweight', recipe='ghost_sgd')
+@register_model(family='resnet', group='lightweight', recipe='ghost_sgd', original_rows=('ghost_resnet_32',))
 def ghost_resnet_32(num_classes=100, **kwargs):
     "ResNet-32 whose 3x3 block convolutions are Ghost modules of ratio 2."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=32, ghost_ratio=2) | kwargs))
+    model_args = dict(depth=32, ghost_ratio=2)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnet', group='lightweight', recipe='ghost_sgd')
 def ghost_resnet_20_r3(num_classes=100, **kwargs):
     "ResNet-20 with Ghost modules of ratio 3 (ratio ablation)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, ghost_ratio=3) | kwargs))
+    model_args = dict(depth=20, ghost_ratio=3)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 @register_model(family='resnet', group='lightweight', recipe='ghost_sgd')
 def ghost_resnet_20_r4(num_classes=100, **kwargs):
     "ResNet-20 with Ghost modules of ratio 4 (ratio ablation)."
-    return _cifar_resnet(num_classes=num_classes, **(dict(depth=20, ghost_ratio=4) | kwargs))
+    model_args = dict(depth=20, ghost_ratio=4)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
 
 # %% ../../nbs/03_models.resnet.ipynb #89577725
-@register_model(family='resnet', group='modern conv', recipe='improved_resnet_sgd', original_design=True)
+@register_model(family='resnet', group='modern conv', recipe='improved_resnet_sgd', original_design=True,
+                original_rows=('improved_resnet20_convnext',))
 def improved_resnet20_convnext(num_classes=100, **kwargs):
     "ResNet-20 layout with inverted-bottleneck blocks (1x1 x4 expand, 7x7 depthwise, 1x1 project) and DropPath 0-0.05."
-    architecture = dict(depth=20, block=InvertedBottleneckBlock, drop_path_rate=0.05)
-    return _cifar_resnet(num_classes=num_classes, **(architecture | kwargs))
+    model_args = dict(depth=20, block=InvertedBottleneckBlock, drop_path_rate=0.05)
+    return _cifar_resnet(num_classes=num_classes, **dict(model_args, **kwargs))
