@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['NUM_CLASSES', 'IMAGE_SHAPE', 'PICKLE_FOLDER', 'SYNTHETIC_NAME', 'CIFAR100_MEAN', 'CIFAR100_STD', 'AUGMENT_PRESETS',
            'default_data_dir', 'CIFARDataError', 'data_error', 'DataSource', 'find_cifar100', 'download_cifar100',
-           'CIFARSplit', 'load_split', 'write_synthetic_cifar100', 'AugmentConfig', 'augment_config', 'eval_transforms',
-           'train_transforms', 'describe_transforms', 'CIFARDataset', 'cifar100_dataloaders', 'channel_stats',
+           'CIFARSplit', 'load_split', 'data_checksums', 'write_synthetic_cifar100', 'AugmentConfig', 'augment_config',
+           'eval_transforms', 'train_transforms', 'describe_transforms', 'CIFARDataset', 'CIFARTensors',
+           'TensorBatchDL', 'class_balanced_indices', 'split_loader', 'cifar100_dataloaders', 'channel_stats',
            'check_data']
 
 # %% ../nbs/00_data.ipynb #4ebe1052
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 import cifar_study
+from .augment import BatchAugment
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from PIL import Image
@@ -43,14 +45,16 @@ def default_data_dir() -> Path:
     return repo/'data' if (repo/'pyproject.toml').exists() else Path.cwd()/'data'
 
 class CIFARDataError(RuntimeError):
-    "CIFAR-100 is missing, incomplete or malformed; the message names the path and how to provide the data."
+    "CIFAR-100 is missing, incomplete or malformed; the message names the cause and the fix."
 
 def data_error(path, problem: str) -> CIFARDataError:
-    "An error naming `path`, what is wrong, and the three ways to provide CIFAR-100."
-    return CIFARDataError(
+    "An error naming `path`, what is wrong (kept as `.problem`), and the three ways to provide CIFAR-100."
+    error = CIFARDataError(
         f"CIFAR-100 {problem} in {path}. Provide the data in one of three ways: pass --data-dir DIR "
         f"(or set CIFAR_STUDY_DATA=DIR) to a folder holding cifar-100-python/ or train.npz/test.npz/meta.json; "
         f"put it in {default_data_dir()}; or run online so that torchvision can download it there.")
+    error.problem = problem
+    return error
 
 # %% ../nbs/00_data.ipynb #56fe5004
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ def _sha256(path: Path) -> str:
 
 def _validate(split: CIFARSplit, path) -> CIFARSplit:
     images, labels = split.images, split.labels
+    if len(images) == 0: raise data_error(path, "split is empty (it holds 0 images)")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
         raise data_error(path, f"images have shape {images.shape} and dtype {images.dtype}, expected [N,32,32,3] uint8")
     if labels.shape != (len(images),):
@@ -130,17 +135,45 @@ def _validate(split: CIFARSplit, path) -> CIFARSplit:
     return CIFARSplit(images, labels.astype(np.int64))
 
 # %% ../nbs/00_data.ipynb #579ef801
+def _npz_entry(folder: Path, name: str) -> dict:
+    "meta.json's entry (count, sha256) for the npz file `name`."
+    entry = _read_meta(folder).get('files', {}).get(name, {})
+    if 'sha256' not in entry: raise data_error(folder, f"meta.json has no SHA-256 for {name}")
+    return entry
+
+def _read_npz(path: Path) -> CIFARSplit:
+    # np.load reads a non-zip file as .npy or as a pickle, and its error advises allowing pickles: never for data
+    if not zipfile.is_zipfile(path): raise data_error(path, "file is not an npz archive (it is not a zip file)")
+    try:
+        with np.load(path) as arrays: split_data = CIFARSplit(arrays['images'], arrays['fine_labels'])
+    except ValueError:  # numpy's message here is again the advice to allow pickles
+        raise data_error(path, "file cannot be read (its images or labels are not plain numeric arrays)") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+        raise data_error(path, f"file cannot be read ({type(e).__name__}: {e})") from None
+    return _validate(split_data, path)
+
+# %% ../nbs/00_data.ipynb #006b2472
+def _npz_damage(path: Path, count) -> str | None:
+    "Why the npz at `path` is damaged, or None when its zip CRCs check, its arrays load and it holds `count` images."
+    try:
+        with zipfile.ZipFile(path) as archive: failed = archive.testzip()
+        if failed: return f"{failed} inside it fails its zip CRC check"
+        found = len(_read_npz(path))
+    except zipfile.BadZipFile as e: return f"it is not a readable zip file ({e})"
+    except CIFARDataError as e: return e.problem
+    return None if found == count else f"it holds {found} images, meta.json lists {count}"
+
 def _load_npz_split(folder: Path, split: str) -> CIFARSplit:
     path = folder/f'{split}.npz'
     if not path.exists(): raise data_error(folder, f"{split}.npz is missing")
-    expected = _read_meta(folder).get('files', {}).get(path.name, {}).get('sha256')
-    if expected is None: raise data_error(folder, f"meta.json has no SHA-256 for {path.name}")
-    if _sha256(path) != expected: raise data_error(path, "file is corrupt or truncated (SHA-256 differs from meta.json)")
-    try:
-        with np.load(path) as arrays: split_data = CIFARSplit(arrays['images'], arrays['fine_labels'])
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as e:
-        raise data_error(path, f"file cannot be read ({type(e).__name__}: {e})") from None
-    return _validate(split_data, path)
+    entry = _npz_entry(folder, path.name)
+    if _sha256(path) != entry['sha256']:
+        if damage := _npz_damage(path, entry.get('count')):
+            raise data_error(path, f"file is corrupt or truncated (SHA-256 differs from meta.json; {damage})")
+        raise CIFARDataError(f"meta.json's SHA-256 for {path.name} is wrong: {path.name} itself is intact (its zip CRCs "
+                             f"check, its arrays load and it holds the {entry['count']} images meta.json lists); "
+                             f"fix or restore {folder/'meta.json'}")
+    return _read_npz(path)
 
 # %% ../nbs/00_data.ipynb #91084e24
 def _pickle_checksums(folder: Path) -> dict[str, str]:
@@ -166,6 +199,13 @@ def load_split(source: DataSource, split: str) -> CIFARSplit:
     if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     loader = _load_pickle_split if source.format == 'torchvision-pickle' else _load_npz_split
     return loader(source.root, split)
+
+def data_checksums(source: DataSource) -> dict[str, str]:
+    "The checksums that identify the data, for run records: meta.json's SHA-256 per npz, or the pickles' MD5s."
+    if source.format == 'torchvision-pickle':
+        md5 = _pickle_checksums(source.root)
+        return {split: f'md5:{md5[split]}' for split in ('train', 'test')}
+    return {name: f"sha256:{_npz_entry(source.root, name)['sha256']}" for name in ('train.npz', 'test.npz')}
 
 # %% ../nbs/00_data.ipynb #a1517989
 def write_synthetic_cifar100(root, n_train: int = 200, n_test: int = 100, seed: int = 0) -> dict[str, Path]:
@@ -258,26 +298,70 @@ class CIFARDataset(Dataset):
     def __getitem__(self, i):
         return self.transform(Image.fromarray(self.split.images[i])), int(self.split.labels[i])
 
+class CIFARTensors(Dataset):
+    "A CIFAR split as tensors: uint8 images [N,3,32,32] and int64 labels [N]; items are (image, label)."
+    def __init__(self, split: CIFARSplit):
+        self.images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.from_numpy(split.labels)
+
+    def __len__(self): return len(self.labels)
+    def __getitem__(self, i): return self.images[i], self.labels[i]
+
+class TensorBatchDL(DataLoader):
+    "A fastai `DataLoader` over `CIFARTensors` whose items are indices: a batch is one index of the image tensor."
+    def create_item(self, i): return i
+    def create_batch(self, indices):
+        indices = torch.as_tensor(indices)
+        return self.dataset.images[indices], self.dataset.labels[indices]
+
+# %% ../nbs/00_data.ipynb #f2d3e6a5
 def _first(split: CIFARSplit, n: int | None) -> CIFARSplit:
     # the re-split stores images in hash order, so a prefix is a roughly class-balanced subset
     return split if n is None else CIFARSplit(split.images[:n], split.labels[:n])
 
+def class_balanced_indices(labels: np.ndarray, n: int) -> np.ndarray:
+    "Indices (sorted) of `n` images: every class's first image in stored order, then every class's second, and so on."
+    order = np.argsort(labels, kind='stable')
+    rank = np.empty(len(labels), np.int64)
+    # an image's rank is its position among the images of its class, in stored order
+    rank[order] = np.arange(len(labels)) - np.searchsorted(labels[order], labels[order])
+    return np.sort(np.lexsort((np.arange(len(labels)), rank))[:n])
+
+def split_loader(split: CIFARSplit, augment, **kwargs) -> tuple[DataLoader, list[str]]:
+    "A DataLoader over `split` with the `augment` steps on (tensor path unless it needs PIL), and what it runs."
+    config = augment_config(augment)
+    if config.trivial_augment or config.random_erasing:
+        dataset = CIFARDataset(split, train_transforms(config))
+        return DataLoader(dataset, **kwargs), describe_transforms(dataset.transform)
+    batch_augment = BatchAugment(config.random_crop, config.horizontal_flip, CIFAR100_MEAN, CIFAR100_STD)
+    return TensorBatchDL(CIFARTensors(split), after_batch=batch_augment, **kwargs), batch_augment.describe()
+
 # %% ../nbs/00_data.ipynb #0198f6c2
 def cifar100_dataloaders(data_dir=None, batch_size: int = 128, num_workers: int = 0, seed: int = 0,
                          augment='original', train_limit: int | None = None, test_limit: int | None = None,
-                         device=None, download: bool = True) -> DataLoaders:
-    "fastai `DataLoaders` (train, test) over CIFAR-100; `dls.source` and `dls.augment` say what was used."
+                         epoch_test_images: int | None = None, device=None, download: bool = True) -> DataLoaders:
+    """fastai `DataLoaders` (train, test) over CIFAR-100, described by `dls.source`, `dls.augment` and `dls.transforms`.
+    `dls.epoch_valid` is `dls.valid`, or with `epoch_test_images` the fixed subset that `class_balanced_indices` picks."""
+    for option, value in (('--train-limit', train_limit), ('--test-limit', test_limit),
+                          ('--epoch-test-images', epoch_test_images)):
+        if value is not None and value < 1: raise ValueError(f"{option} must be at least 1, got {value}")
     source = find_cifar100(data_dir, download=download)
     config = augment_config(augment)
     device = torch.device(device) if device is not None else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     common = dict(bs=batch_size, num_workers=num_workers, pin_memory=device.type == 'cuda', device=device)
-    train = CIFARDataset(_first(load_split(source, 'train'), train_limit), train_transforms(config))
-    test = CIFARDataset(_first(load_split(source, 'test'), test_limit), eval_transforms())
-    train_dl = DataLoader(train, shuffle=True, drop_last=len(train) > batch_size, **common)
+    train, test = _first(load_split(source, 'train'), train_limit), _first(load_split(source, 'test'), test_limit)
+    train_dl, train_steps = split_loader(train, config, shuffle=True, drop_last=len(train) > batch_size, **common)
     train_dl.rng = random.Random(seed)
-    dls = DataLoaders(train_dl, DataLoader(test, shuffle=False, **common), device=device)
+    test_dl, test_steps = split_loader(test, 'none', **common)
+    dls = DataLoaders(train_dl, test_dl, device=device)
     dls.source, dls.augment = source, config
-    dls.transforms = dict(train=describe_transforms(train.transform), test=describe_transforms(test.transform))
+    dls.transforms = dict(train=train_steps, test=test_steps)
+    dls.epoch_valid, dls.epoch_valid_rule = test_dl, None
+    if epoch_test_images is not None and epoch_test_images < len(test):  # a subset as large as the split is the split
+        chosen = class_balanced_indices(test.labels, epoch_test_images)
+        dls.epoch_valid = split_loader(CIFARSplit(test.images[chosen], test.labels[chosen]), 'none', **common)[0]
+        dls.epoch_valid_rule = (f"class-balanced fixed subset: {epoch_test_images} of {len(test)} test images, "
+                                f"each class's first images in stored order")
     return dls
 
 # %% ../nbs/00_data.ipynb #2261665a
