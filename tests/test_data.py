@@ -397,8 +397,10 @@ def test_data_check_command(synthetic_data, capsys):
 def test_data_check_command_fails_cleanly(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(['data', 'check', '--data-dir', str(tmp_path)])
-    assert exit_.value.code == 2
-    assert 'Traceback' not in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert err.startswith('cifar-study: error: CIFAR-100 not found') and str(tmp_path) in err
+    assert '--data-dir' in err and 'CIFAR_STUDY_DATA' in err and 'download' in err
 
 
 @pytest.mark.skipif(not os.environ.get('CIFAR_STUDY_DATA'), reason='real data only where CIFAR_STUDY_DATA is set')

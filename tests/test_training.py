@@ -1,30 +1,67 @@
+import errno
 import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from fastai.callback.core import Callback
 
-from cifar_study.data import CIFARDataset, eval_transforms, find_cifar100, load_split, write_synthetic_cifar100
+import cifar_study.records as records
+import cifar_study.training as training
+from cifar_study.cli import main
+from cifar_study.data import CIFAR100_MEAN, CIFAR100_STD, find_cifar100, load_split, write_synthetic_cifar100
 from cifar_study.models import create_model
 from cifar_study.recipes import resolve_config
 from cifar_study.records import RunRecordError, load_run_record
-from cifar_study.training import (BatchMixUp, RunExistsError, build_learner, lr_schedule, plan_budget,
-                                  precision_used, train_model)
+from cifar_study.training import (BatchMixUp, RunExistsError, RunFailedError, build_learner, lr_schedule, plan_budget,
+                                  plan_run, precision_used, run, train_model)
 
 BIN = Path(sys.executable).parent
-EPOCH_METRICS = ('train_loss', 'test_loss', 'top1', 'top5', 'lr')
+EPOCH_METRICS = ('steps', 'train_loss', 'test_loss', 'top1', 'top5', 'lr')
+RUN = 'resnet_20-smoke-seed0'
 
 
 def smoke(out, data, **overrides):
     "A short smoke run on synthetic data."
     return train_model('resnet_20', profile='smoke', data_dir=data, out=out, **overrides)
+
+
+def cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    "Run the `cifar-study` console script."
+    return subprocess.run([BIN/'cifar-study', *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
+def cli_train(out, data, *args, **kwargs):
+    return cli('train', 'resnet_20', '--profile', 'smoke', '--data-dir', data, '--out', out, *args, **kwargs)
+
+
+def assert_one_line_refusal(result, *phrases, status=2):
+    "Exit status `status`, one line on stderr naming each phrase, no traceback."
+    lines = [line for line in result.stderr.splitlines() if line.startswith('cifar-study')]
+    assert result.returncode == status, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr and len(lines) == 1, result.stderr[-2000:]
+    for phrase in phrases: assert phrase in lines[0], lines[0]
+
+
+def evaluate_checkpoint(run_dir, data_dir, test_limit=None) -> tuple[float, float]:
+    "Top-1 and top-5 of a checkpoint's weights on the test split, computed here with plain torch (eval mode)."
+    checkpoint = torch.load(Path(run_dir)/'checkpoint.pt', weights_only=False)
+    model = create_model(checkpoint['config']['model'])
+    model.load_state_dict(checkpoint['model'])
+    split = load_split(find_cifar100(data_dir), 'test')
+    images = torch.from_numpy(split.images[:test_limit]).permute(0, 3, 1, 2).float().div(255)
+    labels = torch.from_numpy(split.labels[:test_limit])
+    with torch.no_grad(): top5 = model.eval()(TF.normalize(images, CIFAR100_MEAN, CIFAR100_STD)).topk(5).indices
+    return (top5[:, 0] == labels).float().mean().item(), (top5 == labels[:, None]).any(1).float().mean().item()
 
 
 class InterruptMidEpoch(Callback):
@@ -34,23 +71,71 @@ class InterruptMidEpoch(Callback):
         if self.training and self.epoch == self.at and self.iter == 3: raise KeyboardInterrupt
 
 
+class ChannelsLastSeen(Callback):
+    "Note whether the stem's weights and its output are channels-last in every training batch."
+    def __init__(self): self.weights, self.activations = [], []
+    def before_fit(self):
+        def note(module, inputs, output):
+            if self.training: self.activations.append(output.is_contiguous(memory_format=torch.channels_last))
+        self.hook = self.model.stem.register_forward_hook(note)
+    def before_batch(self):
+        if self.training: self.weights.append(self.model.stem[0].weight.is_contiguous(memory_format=torch.channels_last))
+    def after_fit(self): self.hook.remove()
+
+
 def test_smoke_run_writes_a_complete_record(tmp_path, synthetic_data):
     record = smoke(tmp_path, synthetic_data['npz'], epochs=4, train_limit=200)
-    run_dir = tmp_path/'resnet_20-smoke-seed0'
+    run_dir = tmp_path/RUN
     assert (run_dir/'checkpoint.pt').exists()
     loaded = load_run_record(run_dir)
-    assert loaded.status == 'completed' and len(loaded.epochs) == 4
+    assert loaded.status == 'completed' and len(loaded.epochs) == 4 and loaded.schema_version == 2
     assert loaded.epochs[-1]['train_loss'] < loaded.epochs[0]['train_loss']
     assert loaded.params == 278_324 and loaded.flops_per_image > 0
     assert loaded.data['name'] == 'synthetic (CIFAR-100 format)' and loaded.data['format'] == 'npz-arrays'
-    assert loaded.augmentation['train'][0] == 'RandomCrop(size=(32, 32), padding=4)'
+    assert loaded.augmentation['train'][0] == 'random_crop(padding=4, per image, batched)'
     env = loaded.environment
-    assert env['torch'] == torch.__version__ and env['device'] == 'cpu' and 'commit' in env['git']
+    assert env['torch'] == torch.__version__ and env['device'] == 'cpu'
+    meta = json.loads((synthetic_data['npz']/'meta.json').read_text())
+    assert loaded.data['checksums'] == {name: f"sha256:{entry['sha256']}" for name, entry in meta['files'].items()}
     assert loaded.config['seed'] == 0 and loaded.config['optimizer'] == 'sgd_nesterov'
+    assert loaded.config_hash == plan_run('resnet_20', profile='smoke', data_dir=synthetic_data['npz'], out=tmp_path/'x',
+                                          epochs=4, train_limit=200).config_hash
     assert loaded.precision == dict(requested='fp32', used='fp32', note=None)
     assert loaded.images_per_second > 0 and loaded.peak_memory['bytes'] > 0
+    assert [row['steps'] for row in loaded.epochs] == [6] * 4  # 200 images, batches of 32, last partial batch dropped
     assert loaded.best['top1'] == max(row['top1'] for row in loaded.epochs)
-    assert record.final == loaded.final
+    assert loaded.train_seconds == round(sum(row['train_seconds'] for row in loaded.epochs), 2)
+    assert loaded.eval_seconds >= sum(row['eval_seconds'] for row in loaded.epochs) - 0.01
+    assert loaded.setup_seconds > 0 and loaded.wall_seconds >= loaded.train_seconds + loaded.eval_seconds - 0.1
+    assert record.final == loaded.final and loaded.final['test_images'] == 100
+
+
+def test_record_carries_git_state_and_the_diff_of_a_dirty_tree(tmp_path, synthetic_data, monkeypatch):
+    repo = tmp_path/'repo'
+    (repo/'nbs').mkdir(parents=True)
+    git = lambda *args: subprocess.run(['git', '-C', repo, *args], check=True, capture_output=True)
+    git('init', '-q')
+    git('-c', 'user.email=a@b.c', '-c', 'user.name=a', 'commit', '-q', '--allow-empty', '-m', 'start')
+    monkeypatch.setattr(records, 'repo_root', lambda: repo)
+    clean = smoke(tmp_path/'clean', synthetic_data['npz'], epochs=1)
+    commit = subprocess.run(['git', '-C', repo, 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    assert clean.environment['git'] == dict(commit=commit, dirty=False) and clean.source_diff is None
+    (repo/'nbs'/'new_idea.py').write_text('LEARNING_RATE = 0.4\n')  # an untracked source file makes the tree dirty
+    dirty = smoke(tmp_path/'dirty', synthetic_data['npz'], epochs=1)
+    assert dirty.environment['git']['dirty'] is True and dirty.source_diff == 'source.diff'
+    assert '+LEARNING_RATE = 0.4' in (tmp_path/'dirty'/RUN/'source.diff').read_text()
+
+
+def test_paths_beside_the_repository_are_stored_relative_to_it(tmp_path, synthetic_data, monkeypatch):
+    monkeypatch.setattr(records, 'repo_root', lambda: tmp_path)  # the synthetic data lie beside it, runs inside it
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path/'runs', synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
+    stored = json.loads((tmp_path/'runs'/RUN/'record.json').read_text())
+    beside = f"../{synthetic_data['npz'].parent.name}/npz"
+    assert (stored['config']['out'], stored['config']['data_dir'], stored['data']['root']) == ('runs', beside, beside)
+    assert str(tmp_path) not in json.dumps(stored)
+    resumed = smoke(tmp_path/'runs', synthetic_data['npz'], resume=True)  # the stored relative paths resolve again
+    assert resumed.status == 'completed' and resumed.resumed_at_epochs == [1]
 
 
 def test_resumed_run_repeats_an_uninterrupted_one(tmp_path, synthetic_data):
@@ -58,7 +143,7 @@ def test_resumed_run_repeats_an_uninterrupted_one(tmp_path, synthetic_data):
     straight = smoke(tmp_path/'straight', synthetic_data['npz'], **heavy)
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path/'resumed', synthetic_data['npz'], cbs=[InterruptMidEpoch(1)], **heavy)
-    interrupted = load_run_record(tmp_path/'resumed'/'resnet_20-smoke-seed0')
+    interrupted = load_run_record(tmp_path/'resumed'/RUN)
     assert interrupted.status == 'interrupted' and len(interrupted.epochs) == 1
     with pytest.raises(RunExistsError, match='pass --resume'):
         smoke(tmp_path/'resumed', synthetic_data['npz'], **heavy)
@@ -68,44 +153,131 @@ def test_resumed_run_repeats_an_uninterrupted_one(tmp_path, synthetic_data):
         assert {k: a[k] for k in EPOCH_METRICS} == {k: b[k] for k in EPOCH_METRICS}
 
 
+def test_resume_restores_the_loss_scaler(tmp_path, synthetic_data):
+    class FakeScaler:  # stands in for CUDA's GradScaler, which fastai creates only for fp16 on a GPU
+        def __init__(self): self.state = dict(scale=1024.0)
+        def state_dict(self): return dict(self.state)
+        def load_state_dict(self, state): self.state = dict(state)
+    class AttachScaler(Callback):
+        order = 20
+        def before_fit(self):
+            self.learn.scaler = FakeScaler()
+        def after_train(self):  # not called for the epochs that a resumed run skips
+            self.learn.scaler.state['scale'] /= 2
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path, synthetic_data['npz'], epochs=3, cbs=[AttachScaler(), InterruptMidEpoch(1)])
+    assert torch.load(tmp_path/RUN/'checkpoint.pt', weights_only=False)['scaler'] == dict(scale=512.0)
+    smoke(tmp_path, synthetic_data['npz'], epochs=3, resume=True, cbs=[AttachScaler()])
+    assert torch.load(tmp_path/RUN/'checkpoint.pt', weights_only=False)['scaler'] == dict(scale=128.0)
+
+
 def test_resume_keeps_the_stored_config(tmp_path, synthetic_data):
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
-    with pytest.raises(ValueError, match=r"lr=0.5 \(stored 0.1\)"):
+    with pytest.raises(RunExistsError, match=r"holds a run of another config \(lr: 0.1 -> 0.5\): pass --force"):
         smoke(tmp_path, synthetic_data['npz'], resume=True, lr=0.5)
+
+
+def test_a_different_config_never_replaces_a_run_unless_forced(tmp_path, synthetic_data):
+    smoke(tmp_path, synthetic_data['npz'], epochs=1)
+    result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1', '--lr', '0.05')
+    assert_one_line_refusal(result, 'holds a run of another config (lr: 0.1 -> 0.05)', '--force')
+    assert load_run_record(tmp_path/RUN).config['lr'] == 0.1
 
 
 def test_finished_run_is_never_overwritten_unless_forced(tmp_path, synthetic_data):
     first = smoke(tmp_path, synthetic_data['npz'], epochs=1)
+    first_weights = (tmp_path/RUN/'checkpoint.pt').read_bytes()
     with pytest.raises(RunExistsError, match='completed run: pass --force'):
         smoke(tmp_path, synthetic_data['npz'], epochs=1)
     with pytest.raises(RunExistsError):
         smoke(tmp_path, synthetic_data['npz'], epochs=1, resume=True)
     smoke(tmp_path, synthetic_data['npz'], epochs=1, force=True)
-    kept = list((tmp_path/'resnet_20-smoke-seed0').glob('record.replaced-*.json'))
-    assert len(kept) == 1 and json.loads(kept[0].read_text())['started_at'] == first.started_at
+    kept_records = list((tmp_path/RUN).glob('record.replaced-*.json'))
+    kept_checkpoints = list((tmp_path/RUN).glob('checkpoint.replaced-*.pt'))
+    assert len(kept_records) == 1 and json.loads(kept_records[0].read_text())['started_at'] == first.started_at
+    assert len(kept_checkpoints) == 1 and kept_checkpoints[0].read_bytes() == first_weights
+
+
+def test_resume_with_nothing_to_resume_says_so_and_starts(tmp_path, synthetic_data):
+    result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1', '--resume')
+    assert result.returncode == 0, result.stderr
+    assert f"nothing to resume in {tmp_path/RUN}: starting a new run" in result.stdout
+    assert load_run_record(tmp_path/RUN).status == 'completed'
+
+
+def test_run_killed_before_its_first_checkpoint_starts_again_and_says_so(tmp_path, synthetic_data):
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(0)])
+    assert not (tmp_path/RUN/'checkpoint.pt').exists()
+    (tmp_path/RUN/'.checkpoint.pt.x1y2.tmp').write_bytes(b'half of a killed write')
+    result = cli_train(tmp_path, synthetic_data['npz'], '--resume')
+    assert result.returncode == 0, result.stderr
+    assert 'stopped before its first checkpoint: starting it again' in result.stdout
+    assert load_run_record(tmp_path/RUN).status == 'completed'
+    assert len(list((tmp_path/RUN).glob('record.replaced-*.json'))) == 1
+    assert not list((tmp_path/RUN).glob('.*.tmp'))  # the killed write's leftover is cleaned when the folder is locked
 
 
 def test_failed_run_is_recorded_with_its_error(tmp_path, synthetic_data):
     class Boom(Callback):
         def after_epoch(self): raise RuntimeError('disk on fire')
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RunFailedError, match=f"(?s){RUN} failed: RuntimeError: .*disk on fire"):
         smoke(tmp_path, synthetic_data['npz'], cbs=[Boom()])
-    record = load_run_record(tmp_path/'resnet_20-smoke-seed0')
-    assert record.status == 'failed' and 'disk on fire' in record.error
+    record = load_run_record(tmp_path/RUN)
+    assert record.status == 'failed' and 'disk on fire' in record.error and 'Traceback' in record.error
 
 
-def test_budget_plans_epochs_to_fit(tmp_path, synthetic_data):
-    record = smoke(tmp_path, synthetic_data['npz'], budget_s=30.0)
-    planned = record.budget['epochs']
-    assert planned >= 1 and len(record.epochs) == planned == record.config['epochs']
-    # the plan fits the budget; the time really used is recorded (not asserted: wall time is no test)
+def test_cli_reports_a_failure_inside_the_loop_in_one_line(tmp_path, synthetic_data, monkeypatch, capsys):
+    def explode(self): raise RuntimeError('gradient went somewhere odd')
+    monkeypatch.setattr(training.EpochLog, 'after_epoch', explode)
+    with pytest.raises(SystemExit) as exit_:
+        main(['train', 'resnet_20', '--profile', 'smoke', '--data-dir', str(synthetic_data['npz']), '--out', str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert 'gradient went somewhere odd' in err and str(tmp_path/RUN/'record.json') in err
+    assert 'Traceback' in load_run_record(tmp_path/RUN).error
+
+
+def test_full_disk_marks_the_run_failed_and_says_what_to_do(tmp_path, synthetic_data, monkeypatch, capsys):
+    write = training.atomic_write_bytes
+    def full(path, data):
+        if Path(path).name == 'checkpoint.pt': raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+        write(path, data)
+    monkeypatch.setattr(training, 'atomic_write_bytes', full)
+    with pytest.raises(SystemExit) as exit_:
+        main(['train', 'resnet_20', '--profile', 'smoke', '--data-dir', str(synthetic_data['npz']), '--out', str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert 'no space left on the device' in err and 'checkpoint.pt' in err and '--out' in err
+    record = load_run_record(tmp_path/RUN)
+    assert record.status == 'failed' and 'No space left' in record.error
+
+
+def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
+    record = smoke(tmp_path, synthetic_data['npz'], budget_s=8.0, epoch_test_images=50)
     budget = record.budget
-    assert budget['budget_s'] == 30.0 and budget['setup_seconds'] + planned * budget['epoch_seconds'] <= 30.0
-    assert budget['seconds_used'] == record.wall_seconds > 0
-    assert plan_budget(600, 30, dict(train=300, eval=1000), 50_000, 10_000, 128)['epochs'] == 2
+    steps_per_epoch = 200 // 32  # the synthetic train split
+    assert budget['budget_s'] == 8.0 and budget['steps_per_epoch'] == steps_per_epoch
+    # the plan: as many steps as the probe's speed fits in the budget; the last epoch may be partial
+    assert budget['steps'] == int(8.0 * budget['probe_train_images_per_second'] / 32)
+    assert budget['epochs'] == -(-budget['steps'] // steps_per_epoch) == len(record.epochs)
+    assert sum(row['steps'] for row in record.epochs) == budget['steps']
+    assert (record.config['steps'], record.config['epochs']) == (budget['steps'], budget['epochs'])
+    assert budget['train_seconds_used'] == record.train_seconds > 0  # recorded, not asserted against the clock
+    assert record.epochs[-1]['lr'] >= record.config['final_lr']
+    # per-epoch evaluations on the named subset, the final one on the whole test split
+    assert record.data['epoch_test_images'] == 50 and record.data['epoch_test_rule']
+    assert record.final['test_images'] == 100 and record.final['seconds'] >= 0
+    top1, top5 = evaluate_checkpoint(tmp_path/RUN, synthetic_data['npz'])
+    assert record.final['top1'] == pytest.approx(top1, abs=1e-6) and record.final['top5'] == pytest.approx(top5, abs=1e-6)
+
+
+def test_planned_steps_end_inside_an_epoch(tmp_path, synthetic_data):
+    record = smoke(tmp_path, synthetic_data['npz'], steps=11, epochs=5)
+    assert [row['steps'] for row in record.epochs] == [6, 5] and record.status == 'completed'
     with pytest.raises(ValueError, match='raise --budget-s'):
-        plan_budget(20, 10, dict(train=300, eval=1000), 50_000, 10_000, 128)
+        plan_budget(0.01, dict(train=300, eval=1000), 390, 128)
 
 
 def test_precision_on_cpu_is_recorded_as_it_ran(tmp_path, synthetic_data):
@@ -116,7 +288,6 @@ def test_precision_on_cpu_is_recorded_as_it_ran(tmp_path, synthetic_data):
 
 def test_optimizers_and_weight_decay_groups(synthetic_data):
     from cifar_study.data import cifar100_dataloaders
-    from cifar_study.models import create_model
     dls = cifar100_dataloaders(synthetic_data['npz'], batch_size=16)
     for model, kind in (('resnet_20', torch.optim.SGD), ('mlp_mixer_tiny', None)):
         config = resolve_config(model, 'smoke')
@@ -134,6 +305,10 @@ def test_schedules():
     assert per_epoch(0.0) == per_epoch(0.099) != per_epoch(0.1)
     warm = lr_schedule(resolve_config('resnet_20', epochs=10, warmup_epochs=2, schedule_step='batch'))
     assert warm(0.0) == 0 and abs(warm(0.2) - 0.1) < 1e-9 and warm(0.1) == pytest.approx(0.05)
+    described = resolve_config('convnext_tiny', described_warmup=True)  # 20 warm-up epochs, stepped per epoch
+    epoch_lr = lr_schedule(described)
+    assert epoch_lr(0.0) == pytest.approx(described.lr / 20)  # the first epoch learns
+    assert epoch_lr(19 / 300) == pytest.approx(described.lr) == epoch_lr(20 / 300)
 
 
 def test_batch_mixup_uses_one_lambda_per_batch():
@@ -158,34 +333,131 @@ def test_batch_mixup_uses_one_lambda_per_batch():
     torch.testing.assert_close(never.learn.xb[0], FakeLearner.xb[0])
 
 
-def test_cli_train_errors_are_one_line(tmp_path, synthetic_data):
+def test_cli_train_errors_are_one_line(tmp_path, synthetic_data, capsys):
+    a_file = tmp_path/'a-file'
+    a_file.write_text('not a folder')
     for args, message in ((['resnet_2O'], "Unknown model 'resnet_2O': did you mean"),
                           (['resnet_20', '--precision', 'fp8'], 'precision must be one of'),
-                          (['resnet_20', '--profile', 'weekly'], 'use one of smoke, cpu-budget, full')):
-        result = subprocess.run([BIN/'cifar-study', 'train', *args, '--data-dir', str(synthetic_data['npz']),
-                                 '--out', str(tmp_path)], capture_output=True, text=True)
-        assert result.returncode == 2 and message in result.stderr and 'Traceback' not in result.stderr
+                          (['resnet_20', '--profile', 'weekly'], 'use one of smoke, cpu-budget, full'),
+                          (['resnet_20', '--train-limit', '-200'], 'train_limit must be at least 1 (got -200)'),
+                          (['resnet_20', '--train-limit', '0'], 'train_limit must be at least 1 (got 0)'),
+                          (['resnet_20', '--test-limit', '0'], 'test_limit must be at least 1 (got 0)'),
+                          (['resnet_20', '--out', a_file/'runs'], 'is a file, not a folder'),
+                          (['resnet_20', '--out', '/proc/sys/cifar-runs'], 'not writable')):
+        out = [] if '--out' in args else ['--out', tmp_path]
+        with pytest.raises(SystemExit) as exit_:  # in this process: the same main() as the console script
+            main(['train', *map(str, args), '--data-dir', str(synthetic_data['npz']), *map(str, out)])
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and 'Traceback' not in err, err
+        assert err.startswith('cifar-study: error: ') and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a-file']  # nothing was written
+
+
+def test_bad_data_ends_a_train_command_in_one_line(tmp_path, synthetic_data):
+    import shutil
+    broken = tmp_path/'not-a-zip'
+    shutil.copytree(synthetic_data['npz'], broken)
+    (broken/'train.npz').write_bytes(b'this is not a zip archive' * 10)
+    meta = json.loads((broken/'meta.json').read_text())
+    meta['files']['train.npz']['sha256'] = hashlib.sha256((broken/'train.npz').read_bytes()).hexdigest()
+    (broken/'meta.json').write_text(json.dumps(meta))
+    result = cli_train(tmp_path/'runs', broken)
+    assert_one_line_refusal(result, 'train.npz')
+    assert 'allow_pickle' not in result.stderr and not (tmp_path/'runs'/RUN).exists()
+
+
+def test_bench_rejects_a_batch_of_zero():
+    result = cli('bench', '--models', 'resnet_20', '--batch-size', '0')
+    assert result.returncode == 2 and '--batch-size: must be at least 1, got 0' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, synthetic_data):
+    result = cli_train(tmp_path/'runs', synthetic_data['npz'], '--epochs', '3', '--dry-run')
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan['run'] == RUN and plan['config']['epochs'] == 3 and plan['start_epoch'] == 0
+    assert plan['precision']['used'] == 'fp32' and plan['device'] == 'cpu' and len(plan['config_hash']) == 16
+    assert not (tmp_path/'runs').exists()
+    shown = json.loads(cli('train', 'resnet_20', '--show-profile', 'cpu-budget', '--out', tmp_path/'runs').stdout)
+    assert shown['config']['budget_s'] == 600.0 and shown['steps'] == 'planned from the budget when the run starts'
+
+
+def test_command_line_starts_without_torch():
+    code = ("import sys; from cifar_study.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'fastai', 'torchvision') if m in sys.modules))")
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == '[]', result.stderr
+
+
+def test_corrupt_checkpoint_on_resume_is_refused_and_nothing_changes(tmp_path, synthetic_data):
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
+    checkpoint = tmp_path/RUN/'checkpoint.pt'
+    checkpoint.write_bytes(checkpoint.read_bytes()[:5000])  # truncated
+    before = {p.name: p.read_bytes() for p in (tmp_path/RUN).iterdir()}
+    result = cli_train(tmp_path, synthetic_data['npz'], '--resume')
+    assert_one_line_refusal(result, 'checkpoint.pt cannot be read', 'truncated or corrupt', '--force')
+    assert {p.name: p.read_bytes() for p in (tmp_path/RUN).iterdir()} == before
+
+
+def test_two_concurrent_runs_on_one_folder(tmp_path, synthetic_data):
+    processes = [subprocess.Popen([BIN/'cifar-study', 'train', 'resnet_20', '--profile', 'smoke', '--epochs', '3',
+                                   '--data-dir', str(synthetic_data['npz']), '--out', str(tmp_path)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in processes]
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    _, _, refused = next(r for r in results if r[0] == 2)
+    line = refused.strip().splitlines()[-1]
+    assert line.startswith('cifar-study: error: ') and 'Traceback' not in refused
+    assert any(reason in line for reason in ('is in use by pid', 'holds a running run', 'holds a completed run',
+                                             'changed after this run was planned')), line
+    record = load_run_record(tmp_path/RUN)
+    assert record.status == 'completed' and [row['epoch'] for row in record.epochs] == [0, 1, 2]
+    assert not (tmp_path/RUN/'run.lock').exists()
+
+
+def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, synthetic_data):
+    run_dir = tmp_path/RUN
+    run_dir.mkdir()
+    sleeper = subprocess.Popen(['sleep', '60'])
+    try:
+        started = Path(f'/proc/{sleeper.pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
+        holder = dict(host=socket.gethostname(), pid=sleeper.pid, pid_start=started, since='now', command=['sleep', '60'])
+        (run_dir/'run.lock').write_text(json.dumps(holder))
+        assert_one_line_refusal(cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1'),
+                                f'is in use by pid {sleeper.pid} on {socket.gethostname()}')
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1')
+    assert result.returncode == 0, result.stderr
+    assert f'taking over the lock of pid {sleeper.pid}' in result.stdout
+    assert load_run_record(run_dir).status == 'completed' and not (run_dir/'run.lock').exists()
 
 
 def test_killed_cli_run_resumes_to_completion(tmp_path, synthetic_data):
     command = [BIN/'cifar-study', 'train', 'resnet_20', '--profile', 'smoke', '--epochs', '12',
                '--data-dir', str(synthetic_data['npz']), '--out', str(tmp_path)]
-    run_dir = tmp_path/'resnet_20-smoke-seed0'
+    run_dir = tmp_path/RUN
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    def epochs_recorded():  # the record is saved just after the checkpoint: wait for it, not the checkpoint
-        return (run_dir/'record.json').exists() and len(load_run_record(run_dir).epochs) >= 1
-    while not epochs_recorded() and time.time() < deadline and process.poll() is None:
+    deadline = time.time() + 300
+    def checkpointed():  # the checkpoint is written just after the record: wait for it
+        return (run_dir/'checkpoint.pt').exists()
+    while not checkpointed() and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed = load_run_record(run_dir)
     assert killed.status == 'running' and 1 <= len(killed.epochs) < 12
+    assert json.loads((run_dir/'run.lock').read_text())['pid'] == process.pid  # left behind by the killed process
     result = subprocess.run([*command, '--resume'], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert f'taking over the lock of pid {process.pid}' in result.stdout
     record = load_run_record(run_dir)
     assert record.status == 'completed' and [row['epoch'] for row in record.epochs] == list(range(12))
     assert record.resumed_at_epochs and record.resumed_at_epochs[0] >= 1
+    assert record.command[:3] == ['cifar-study', 'train', 'resnet_20']
 
 
 def test_two_process_cpu_ddp(tmp_path):
@@ -196,24 +468,27 @@ def test_two_process_cpu_ddp(tmp_path):
                              str(Path(__file__).parent/'ddp_worker.py'), str(out), str(data)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ['resnet_20-smoke-seed0', 'seen-rank0.json', 'seen-rank1.json']
-    assert sorted(p.name for p in (out/'resnet_20-smoke-seed0').iterdir()) == ['checkpoint.pt', 'record.json']
+    assert sorted(p.name for p in out.iterdir()) == [RUN, 'seen-rank0.json', 'seen-rank1.json']
+    assert {'checkpoint.pt', 'record.json'} <= {p.name for p in (out/RUN).iterdir()}
     assert result.stdout.count('epoch 1/2') == 1  # only rank 0 logs
-    record = load_run_record(out/'resnet_20-smoke-seed0')
+    record = load_run_record(out/RUN)
     assert record.status == 'completed' and record.distributed['world_size'] == 2
     assert record.distributed['backend'] == 'gloo' and record.distributed['train_samples_per_process'] == [128, 128]
     seen = [set(json.loads((out/f'seen-rank{rank}.json').read_text())) for rank in (0, 1)]
-    train = CIFARDataset(load_split(find_cifar100(data), 'train'), eval_transforms())
-    everything = {hashlib.sha1(train[i][0].numpy().tobytes()).hexdigest() for i in range(len(train))}
+    train = load_split(find_cifar100(data), 'train')
+    everything = {hashlib.sha1(image.tobytes()).hexdigest() for image in train.images}
     assert len(everything) == 256 and len(seen[0]) == len(seen[1]) == 128
     assert not seen[0] & seen[1] and seen[0] | seen[1] == everything  # each process saw its own half
+    top1, top5 = evaluate_checkpoint(out/RUN, data)  # metrics gathered over both processes match a plain evaluation
+    assert record.final['test_images'] == 128
+    assert record.final['top1'] == pytest.approx(top1, abs=1e-6) and record.final['top5'] == pytest.approx(top5, abs=1e-6)
 
 
-def test_record_loader_rejects_bad_records(tmp_path, synthetic_data):
+def test_record_loader_rejects_bad_records_and_migrates_old_ones(tmp_path, synthetic_data):
     smoke(tmp_path, synthetic_data['npz'], epochs=1)
-    path = tmp_path/'resnet_20-smoke-seed0'/'record.json'
+    path = tmp_path/RUN/'record.json'
     raw = json.loads(path.read_text())
-    for broken, message in ((dict(raw, schema_version=99), 'schema version 99'),
+    for broken, message in ((dict(raw, schema_version=99), 'schema version 99, this code reads 1 to 2'),
                             (dict(raw, params='many'), "'params' should be int"),
                             (dict(raw, epochs=[{'epoch': 0}]), 'epoch row 0 needs'),
                             (dict(raw, surprise=1), "unknown field 'surprise'")):
@@ -223,16 +498,31 @@ def test_record_loader_rejects_bad_records(tmp_path, synthetic_data):
     path.write_text('{"truncated": ')
     with pytest.raises(RunRecordError, match='not valid JSON'):
         load_run_record(path)
+    version_1 = {k: v for k, v in raw.items() if k not in ('config_hash', 'command', 'setup_seconds', 'eval_seconds', 'source_diff')}
+    version_1['epochs'] = [{k: v for k, v in row.items() if k not in ('steps', 'train_seconds', 'eval_seconds')} for row in raw['epochs']]
+    path.write_text(json.dumps(dict(version_1, schema_version=1)))
+    migrated = load_run_record(path)
+    assert migrated.schema_version == 2 and migrated.config_hash is None and migrated.epochs[0]['steps'] is None
+    assert migrated.final == raw['final']
 
 
 def test_channels_last_run(tmp_path, synthetic_data):
-    record = smoke(tmp_path, synthetic_data['npz'], epochs=1, channels_last=True)
+    seen = ChannelsLastSeen()
+    record = smoke(tmp_path, synthetic_data['npz'], epochs=1, channels_last=True, cbs=[seen])
     assert record.status == 'completed' and record.config['channels_last'] is True
+    assert len(seen.weights) == len(seen.activations) == 6 and all(seen.weights) and all(seen.activations)
+
+
+def test_a_type_error_from_a_model_is_not_blamed_on_drop_path(monkeypatch):
+    def broken(name, **kwargs): raise TypeError("__init__() got multiple values for keyword argument 'depths'")
+    monkeypatch.setattr(training, 'create_model', broken)
+    with pytest.raises(TypeError, match='multiple values'):
+        training._create_model(resolve_config('resnet_20', drop_path=0.1))
 
 
 def test_compiled_run_checkpoints_plain_weights(tmp_path, synthetic_data):
     # torch.compile on CPU (inductor, ~40 s here): the checkpoint must load into an uncompiled model
     record = smoke(tmp_path, synthetic_data['npz'], epochs=1, compile=True)
     assert record.status == 'completed' and record.config['compile'] is True
-    weights = torch.load(tmp_path/'resnet_20-smoke-seed0'/'checkpoint.pt', weights_only=False)['model']
+    weights = torch.load(tmp_path/RUN/'checkpoint.pt', weights_only=False)['model']
     create_model('resnet_20').load_state_dict(weights)
