@@ -17,6 +17,8 @@ setup: $(VENV)/.installed
 
 study: setup
 	$(BIN)/cifar-study data check
+	$(BIN)/cifar-study run demo
+	$(BIN)/cifar-study status --plan demo
 
 test: setup
 	$(BIN)/nbdev-test --n-workers 2

@@ -380,7 +380,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, synthetic_data):
     assert plan['precision']['used'] == 'fp32' and plan['device'] == 'cpu' and len(plan['config_hash']) == 16
     assert not (tmp_path/'runs').exists()
     shown = json.loads(cli('train', 'resnet_20', '--show-profile', 'cpu-budget', '--out', tmp_path/'runs').stdout)
-    assert shown['config']['budget_s'] == 600.0 and shown['steps'] == 'planned from the budget when the run starts'
+    assert shown['config']['budget_s'] == 120.0 and shown['steps'] == 'planned from the budget when the run starts'
 
 
 def test_command_line_starts_without_torch():

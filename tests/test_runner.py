@@ -1,0 +1,234 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cifar_study.cli import main
+from cifar_study.plans import PLANS, expand_plans, shard
+from cifar_study.records import load_run_record
+from cifar_study.run_folder import _holder_alive, read_lock
+from cifar_study.runner import batch_slots, gpu_groups, read_job_file, run_side_by_side
+
+BIN = Path(sys.executable).parent
+GHOST_RATIO = PLANS['ablation-ghost-ratio'].models
+
+
+def run_command(out, data, *args) -> list[str]:
+    "The `cifar-study run` command line on synthetic data."
+    return [str(BIN/'cifar-study'), 'run', *map(str, args), '--out', str(out), '--data-dir', str(data)]
+
+
+def start(command) -> subprocess.Popen:
+    "Start a runner; one torch thread per kernel keeps runs side by side on two cores from slowing each other down."
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+
+
+def plan_file(folder, text) -> Path:
+    path = Path(folder)/'plan.toml'
+    path.write_text('profile = "smoke"\n' + text)
+    return path
+
+
+def wait_until(condition, timeout_s=240, what='the condition'):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def live_lock_holder(run_dir) -> int | None:
+    "The pid of the live process holding the run folder's lock (the kernel), or None."
+    holder = read_lock(run_dir)
+    return holder['pid'] if holder and _holder_alive(holder) else None
+
+
+def training_with_checkpoint(run_dir) -> bool:
+    "Whether the run in `run_dir` is training and has saved a checkpoint (so that a resume continues from it)."
+    try: record = json.loads((Path(run_dir)/'record.json').read_text())
+    except (OSError, json.JSONDecodeError): return False
+    return record['status'] == 'running' and (Path(run_dir)/'checkpoint.pt').exists()
+
+
+def one_line_refusal(capsys, argv, *phrases):
+    "`main(argv)` ends with status 2 and one line on stderr naming each phrase."
+    with pytest.raises(SystemExit) as ended: main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert ended.value.code == 2 and len(lines) == 1, lines
+    for phrase in phrases: assert phrase in lines[0], lines[0]
+
+
+@pytest.fixture(scope='module')
+def ghost_batch(synthetic_data, tmp_path_factory):
+    "The ghost-ratio ablation on the smoke profile, run by two runners started at once on one --out."
+    out = tmp_path_factory.mktemp('ghost')/'results'
+    command = run_command(out, synthetic_data['npz'], 'ablation-ghost-ratio', '--profile', 'smoke', '--seeds', '0')
+    runners = [start(command) for _ in range(2)]
+    outputs = [runner.communicate(timeout=600) for runner in runners]
+    results = [(runner.returncode, *output) for runner, output in zip(runners, outputs)]
+    return out, command, results
+
+
+def test_ablation_batch_writes_executed_notebooks_and_records(ghost_batch):
+    out, _, results = ghost_batch
+    assert [code for code, _, _ in results] == [0, 0], [stderr[-3000:] for _, _, stderr in results]
+    for model in GHOST_RATIO:
+        run_dir = out/'smoke'/model/'seed0'
+        record = load_run_record(run_dir)
+        assert (record.status, record.model, len(record.epochs)) == ('completed', model, 2)
+        cells = json.loads((run_dir/'run.ipynb').read_text())['cells']
+        injected = [cell for cell in cells if 'injected-parameters' in cell['metadata'].get('tags', [])]
+        assert len(injected) == 1 and f'model = "{model}"' in ''.join(injected[0]['source'])
+        assert f"{record.run_name} epoch 2/2" in (run_dir/'run.log').read_text()
+
+
+def test_two_runners_at_once_run_every_job_exactly_once(ghost_batch):
+    out, _, results = ghost_batch
+    finished = [line for _, stdout, _ in results for line in stdout.splitlines() if line.startswith('completed')]
+    assert len(finished) == len(GHOST_RATIO), finished
+    for model in GHOST_RATIO:
+        run_dir = out/'smoke'/model/'seed0'
+        assert [a['outcome'] for a in read_job_file(run_dir)['attempts']] == ['completed']
+        assert load_run_record(run_dir).resumed_at_epochs == []
+        assert not list(run_dir.glob('*.replaced-*'))
+
+
+def test_rerun_starts_no_kernel(ghost_batch):
+    out, command, _ = ghost_batch
+    started = time.monotonic()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert time.monotonic() - started < 30
+    assert '4 of 4 runs already completed: skipped (no kernel started)' in rerun.stdout
+    for model in GHOST_RATIO: assert len(read_job_file(out/'smoke'/model/'seed0')['attempts']) == 1
+
+
+def test_status_lists_the_runs_without_importing_torch(ghost_batch):
+    out = ghost_batch[0]
+    code = ("import sys\nfrom cifar_study.cli import main\n"
+            f"main(['status', '--out', {str(out)!r}, '--plan', 'ablation-ghost-ratio', '--json'])\n"
+            "assert 'torch' not in sys.modules")
+    started = time.monotonic()
+    status = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and time.monotonic() - started < 5, status.stderr[-3000:]
+    report = json.loads(status.stdout)
+    assert sorted(row['model'] for row in report['runs']) == sorted(GHOST_RATIO)
+    assert all(row['status'] == 'completed' and row['epochs'] == row['planned_epochs'] == 2 and row['top1'] is not None
+               and 'ablation-ghost-ratio' in row['plans'] for row in report['runs'])
+    assert report['totals']['completed'] == 4
+
+
+def test_killed_runner_restarts_and_completes_without_redoing_finished_runs(synthetic_data, tmp_path):
+    plan = plan_file(tmp_path, 'models = ["resnet_20", "ghost_resnet_20"]\n[overrides.ghost_resnet_20]\nepochs = 6\n')
+    out = tmp_path/'results'
+    command = run_command(out, synthetic_data['npz'], '--plan-file', plan)
+    first = out/'smoke'/'resnet_20'/'seed0'
+    runner = start(command)
+    second_dir = lambda: next((out/'smoke').glob('ghost_resnet_20-*/seed0'), None)
+    wait_until(lambda: second_dir() and training_with_checkpoint(second_dir()), what='the second run to train')
+    kernel = live_lock_holder(second_dir())
+    runner.send_signal(signal.SIGKILL)
+    runner.communicate()
+    wait_until(lambda: not _holder_alive(dict(host=read_lock(second_dir())['host'], pid=kernel)), timeout_s=30,
+               what='the orphaned kernel to exit')
+    started_at = load_run_record(first).started_at
+    restarted = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert load_run_record(first).started_at == started_at and len(read_job_file(first)['attempts']) == 1
+    resumed = load_run_record(second_dir())
+    assert resumed.status == 'completed' and len(resumed.epochs) == 6 and resumed.resumed_at_epochs
+
+
+def test_killed_kernel_is_recorded_failed_and_retried_while_the_others_complete(synthetic_data, tmp_path):
+    plan = plan_file(tmp_path, 'models = ["ghost_resnet_20", "resnet_20"]\n[overrides.ghost_resnet_20]\nepochs = 4\n')
+    out = tmp_path/'results'
+    runner = start(run_command(out, synthetic_data['npz'], '--plan-file', plan))
+    victim = lambda: next((out/'smoke').glob('ghost_resnet_20-*/seed0'), None)
+    killed = []
+    def kill_a_training_kernel():
+        pid = victim() and training_with_checkpoint(victim()) and live_lock_holder(victim())
+        if pid and pid not in killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        return len(killed) == 2 or runner.poll() is not None
+    wait_until(kill_a_training_kernel, what='two training kernels to kill')
+    stdout, stderr = runner.communicate(timeout=600)
+    assert runner.returncode == 1 and len(killed) == 2, stderr[-3000:]
+    assert '1 of 2 runs failed' in stderr
+    assert [a['outcome'] for a in read_job_file(victim())['attempts']] == ['kernel died', 'kernel died']
+    failed = load_run_record(victim())
+    assert failed.status == 'failed' and 'the kernel died' in failed.error
+    assert load_run_record(out/'smoke'/'resnet_20'/'seed0').status == 'completed'
+    assert any(line.startswith('failed') and 'ghost_resnet_20' in line for line in stdout.splitlines())
+
+
+@pytest.mark.parametrize('text, phrases', [
+    ('models = ["resnet_20"]\n[overrides.resnet_20]\nlrr = 0.05\n', ('plan plan', 'Unknown config field(s) lrr')),
+    ('models = ["resnet_20", "ghost_resnet20"]\n', ('plan plan', "Unknown model 'ghost_resnet20'", 'ghost_resnet_20')),
+])
+def test_plan_file_typo_fails_before_any_run_starts(synthetic_data, tmp_path, capsys, text, phrases):
+    out = tmp_path/'results'
+    one_line_refusal(capsys, run_command(out, synthetic_data['npz'], '--plan-file', plan_file(tmp_path, text))[1:], *phrases)
+    assert not out.exists()
+
+
+def test_slurm_without_slurm_is_one_line(synthetic_data, tmp_path, capsys):
+    argv = run_command(tmp_path/'results', synthetic_data['npz'], 'demo', '--executor', 'slurm')[1:]
+    one_line_refusal(capsys, argv, 'SLURM is not available here', '--executor local')
+
+
+def test_shards_cover_the_plan_exactly_once(synthetic_data, tmp_path, capsys):
+    jobs = expand_plans([PLANS['all']], profile='smoke')
+    shards = [shard(jobs, i, 3) for i in (1, 2, 3)]
+    assert sorted(map(len, shards)) == [len(jobs) // 3] * 3 and set().union(*shards) == set(jobs)
+    assert sum(map(len, shards)) == len(set().union(*shards))
+    main(run_command(tmp_path/'results', synthetic_data['npz'], 'ablation-ghost-ratio', '--profile', 'smoke',
+                     '--shard', '2/2', '--dry-run')[1:])
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-2]]
+    assert listed == [f'smoke/{model}/seed{seed}' for seed in (0, 1, 2) for model in GHOST_RATIO][1::2]
+    assert not (tmp_path/'results').exists()
+
+
+def test_local_executor_runs_a_two_run_plan_in_separate_processes(synthetic_data, tmp_path):
+    plan = plan_file(tmp_path, 'models = ["resnet_20", "ghost_resnet_20"]\n')
+    out = tmp_path/'results'
+    runner = start(run_command(out, synthetic_data['npz'], '--plan-file', plan, '--executor', 'local', '--array-parallelism', '2'))
+    stdout, stderr = runner.communicate(timeout=600)
+    assert runner.returncode == 0, stderr[-3000:]
+    pids = set()
+    for model in ('resnet_20', 'ghost_resnet_20'):
+        run_dir = out/'smoke'/model/'seed0'
+        assert load_run_record(run_dir).status == 'completed'
+        pids.add(read_job_file(run_dir)['attempts'][0]['pid'])
+    assert len(pids) == 2 and runner.pid not in pids
+
+
+def test_gpu_assignment_without_gpus(monkeypatch):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0,1,2,3,4')
+    assert batch_slots(gpus_per_run=2) == ['0,1', '2,3']
+    assert batch_slots(gpus_per_run=1, parallelism=2) == ['0', '1']
+    assert batch_slots(parallelism=2) == ['0,1,2,3,4'] * 2
+    with pytest.raises(ValueError, match='5 GPU'): gpu_groups(['0', '1', '2', '3', '4'], 6)
+
+    class Handle:
+        "A job that finishes after its second poll."
+        def __init__(self, job, slot): self.slot, self.polls = slot, 0
+        def done(self):
+            self.polls += 1
+            return self.polls > 2
+        def cancel(self): pass
+
+    running, seen = set(), []
+    def submit(job, slot):
+        assert not running & set(slot.split(',')), (running, slot)
+        running.update(slot.split(','))
+        seen.append(slot)
+        return Handle(job, slot)
+    def finish(job, handle): running.difference_update(handle.slot.split(','))
+    run_side_by_side(range(7), batch_slots(gpus_per_run=2), submit, finish, poll_s=0)
+    assert len(seen) == 7 and set(seen) == {'0,1', '2,3'}
