@@ -1,4 +1,4 @@
-# cifar_study: `make study` sets everything up and runs the main job; `make test` runs all tests.
+# cifar_study: `make study` sets everything up, runs the demo study and renders its report; `make test` runs all tests.
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
@@ -19,6 +19,7 @@ study: setup
 	$(BIN)/cifar-study data check
 	$(BIN)/cifar-study run demo
 	$(BIN)/cifar-study status --plan demo
+	$(BIN)/cifar-study report --profile demo --out docs/demo
 
 test: setup
 	$(BIN)/nbdev-test --n-workers 2

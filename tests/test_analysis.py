@@ -1,0 +1,162 @@
+import math
+import re
+import tomllib
+from importlib.resources import files
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from scipy import stats
+
+from cifar_study.analysis import (ablation_table, claims_audit, format_table1, load_study, original_claims,
+                                  plot_cost_fronts, plot_seed_spread, plot_top1_by_model, plot_training_curves,
+                                  study_summary, table1, table2)
+from cifar_study.models import TECHNIQUE_GROUPS, list_models
+from cifar_study.records import find_run_records, repo_root
+
+REFERENCE = repo_root().parent/'shared'/'reference'/'original_study.md'
+
+
+@pytest.fixture(scope='module')
+def study(smoke_results):
+    return load_study(smoke_results, 'smoke')
+
+
+@pytest.fixture(scope='module')
+def table(study):
+    return table1(study).set_index('model')
+
+
+def completed(results, profile='smoke') -> dict:
+    "The completed records under `results/profile`, by model, read with the records module alone."
+    by_model = {}
+    for record in find_run_records(results/profile):
+        if record.status == 'completed': by_model.setdefault(record.model, []).append(record)
+    return by_model
+
+
+def test_table1_lists_every_registered_model_with_its_status(table):
+    assert sorted(table.index) == list_models()
+    assert (table.loc['resnet_20', 'status'], table.loc['resnet_20', 'n']) == ('completed', 3)
+    assert (table.loc['improved_resnet20_convnext', 'status'], table.loc['improved_resnet20_convnext', 'n']) == ('failed', 0)
+    assert table.loc['ghost_resnet_20_r4', 'status'] == 'pending'  # a job file, no record yet
+    assert table.loc['convnext_tiny', 'status'] == 'pending'       # never planned
+    for model in ('improved_resnet20_convnext', 'ghost_resnet_20_r4', 'convnext_tiny'):  # never filled in
+        assert all(math.isnan(table.loc[model, column]) for column in ('top1', 'top5', 'params_m', 'mflops', 'images_per_second'))
+
+
+def test_table1_is_the_mean_and_std_of_the_records(table, smoke_results):
+    for model, records in completed(smoke_results).items():
+        top1 = [100 * record.final['top1'] for record in records]
+        row = table.loc[model]
+        assert row.n == len(records) and row.top1 == pytest.approx(np.mean(top1))
+        assert row.top1_std == pytest.approx(np.std(top1, ddof=1)) if len(top1) > 1 else math.isnan(row.top1_std)
+        assert row.best_top1 == pytest.approx(np.mean([100 * record.best['top1'] for record in records]))
+        assert row.top5 == pytest.approx(np.mean([100 * record.final['top5'] for record in records]))
+        assert (row.params_m, row.mflops) == (records[0].params / 1e6, records[0].flops_per_image / 1e6)
+        assert row.top1_per_mparams == pytest.approx(row.top1 / row.params_m)
+
+
+def test_measured_models_come_first_best_first(table):
+    measured = table[table.n > 0]
+    assert list(table.index[:len(measured)]) == list(measured.index)
+    assert list(measured.top1) == sorted(measured.top1, reverse=True)
+
+
+def test_format_table1_shows_mean_std_and_links_the_executed_run_notebook(table, smoke_results):
+    shown = format_table1(table.reset_index(), link_from=smoke_results).set_index('model')
+    assert re.fullmatch(r'\d+\.\d\d ± \d+\.\d\d', shown.loc['resnet_20', 'final top-1 % (whole test split)'])
+    assert re.fullmatch(r'\d+\.\d\d', shown.loc['ecanet20_k5', 'final top-1 % (whole test split)'])
+    assert shown.loc['resnet_20', 'run notebooks'] == '[seed0](smoke/resnet_20/seed0/run.ipynb)'  # seeds 1, 2: train_model, no notebook
+    assert shown.loc['convnext_tiny', 'final top-1 % (whole test split)'] == ''
+
+
+def test_table2_groups_table1_by_technique(table):
+    groups = table2(table.reset_index()).set_index('technique group')
+    assert list(groups.index) == list(TECHNIQUE_GROUPS)
+    assert groups.models.sum() == len(list_models())
+    assert groups.loc['lightweight', 'best model'] == table[table.group == 'lightweight'].top1.idxmax()
+
+
+def test_ablations_give_welch_intervals_and_say_when_they_cannot(study):
+    ghost = ablation_table(study, 'ghost-ratio').set_index('model')
+    baseline = [100 * r.final['top1'] for r in study.records_of('resnet_20')]
+    variant = [100 * r.final['top1'] for r in study.records_of('ghost_resnet_20')]
+    interval = stats.ttest_ind(variant, baseline, equal_var=False).confidence_interval(0.95)
+    assert ghost.loc['ghost_resnet_20', 'difference'] == pytest.approx(np.mean(variant) - np.mean(baseline))
+    assert (ghost.loc['ghost_resnet_20', 'low'], ghost.loc['ghost_resnet_20', 'high']) == pytest.approx((interval.low, interval.high))
+    expected = ('no interval' if math.isnan(interval.low) else 'within seed noise' if interval.low <= 0 <= interval.high
+                else 'better' if interval.low > 0 else 'worse')
+    assert ghost.loc['ghost_resnet_20', 'verdict'].startswith(expected)
+    assert ghost.n.tolist() == [3, 2, 0, 0]
+    assert ghost.verdict.tolist()[::2] == ['baseline', 'pending']
+    assert ghost.loc['ghost_resnet_20', 'claimed'] == 68.50 and ghost.loc['ghost_resnet_20', 'logged'] == 59.19  # theirs
+    eca_k = ablation_table(study, 'eca-k').set_index('model')
+    assert eca_k.loc['ecanet20_k5', 'verdict'] == 'no interval with n = 1' and math.isnan(eca_k.loc['ecanet20_k5', 'low'])
+
+
+def test_claims_audit_shows_ours_only_under_the_full_profile(table, smoke_results):
+    full = table1(load_study(smoke_results, 'full'))
+    audit = claims_audit(table.reset_index(), full).set_index('their Table 1 row')
+    assert list(audit.index) == [row['row'] for row in original_claims()['table1']]
+    full_top1 = 100 * completed(smoke_results, 'full')['resnet_20'][0].final['top1']
+    assert audit.loc['resnet_20', 'our final top-1 % (profile full)'] == f"{full_top1:.2f}"
+    assert audit.loc['ghost_resnet_20', 'our final top-1 % (profile full)'] == 'pending: profile full not run'
+    assert audit.loc['ghost_resnet_20', 'our params (M, records)'] == f"{table.loc['ghost_resnet_20', 'params_m']:.4f}"
+    assert audit.loc['coatnet_0', 'our model'] == '—'  # their simplified CoAtNet is not registered here
+    assert audit.loc['resnet_20', 'their claimed top-1 % (report)'] == '66.50'
+    assert all(column.startswith(('their', 'our', 'what their')) for column in audit.columns)
+
+
+def test_summary_says_what_was_run(study, table):
+    summary = study_summary(study, table.reset_index())
+    for phrase in ('synthetic (CIFAR-100 format)', '`smoke`', 'seeds 0, 1, 2', '1 failed', 'meaningless'):
+        assert phrase in summary, (phrase, summary)
+
+
+def test_figures(study, table):
+    frame = table.reset_index()
+    figures = [plot_top1_by_model(frame), plot_cost_fronts(frame), plot_training_curves(study, ['resnet_20', 'ecanet20_k5']),
+               plot_seed_spread(study)]
+    assert all(isinstance(figure, plt.Figure) for figure in figures)
+    spread = figures[-1].axes[0]
+    assert {label.get_text() for label in spread.get_yticklabels()} == {'resnet_20', 'ghost_resnet_20'}
+    plt.close('all')
+
+
+def test_claims_file_is_package_data():
+    pyproject = tomllib.loads((repo_root()/'pyproject.toml').read_text())
+    assert 'original_study.toml' in pyproject['tool']['setuptools']['package-data']['cifar_study']
+    assert (files('cifar_study')/'original_study.toml').is_file()
+
+
+def _numbers(text: str) -> set[float]:
+    "The decimal numbers in `text` (integers there are names and counts: ResNet-20, k=3, 4 runs)."
+    return {float(number) for number in re.findall(r'\d+\.\d+', text)}
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason=f"{REFERENCE} is not here")
+def test_claims_file_matches_the_reference_table():
+    "Every number of the claims file is the reference's: Table 1 cell by cell, the ablations bullet by bullet."
+    reference, claims = REFERENCE.read_text(), original_claims()
+    table_text = reference.split('## Table 1')[1].split('\n## ')[0]
+    rows = {cells[0]: cells[1:] for line in table_text.splitlines() if line.startswith('| ') and not line.startswith('| model')
+            for cells in [[cell.strip() for cell in line.strip().strip('|').split('|')]]}
+    assert [row['row'] for row in claims['table1']] == list(rows)
+    for row in claims['table1']:
+        claimed, logged, claimed_params, logged_params = rows[row['row']]
+        assert _numbers(claimed) == {row['claimed_top1']} and row.get('claimed_simulated', False) == ('(s)' in claimed)
+        assert _numbers(claimed_params) == {row['claimed_params']}
+        assert _numbers(logged_params) == ({row['logged_params']} if 'logged_params' in row else set())
+        best_and_final = re.match(r'(\d+\.\d+)(?: \((\d+\.\d+)\))?', logged)
+        assert (float(best_and_final[1]) if best_and_final else None) == row.get('logged_best_top1')
+        assert (float(best_and_final[2]) if best_and_final and best_and_final[2] else None) == row.get('logged_final_top1')
+        in_row = set().union(*(_numbers(str(value)) for value in row.values()))
+        assert _numbers(logged) <= in_row and _numbers(row.get('logged_note', '')) <= _numbers(logged)
+        assert _numbers(row['trained']) <= _numbers(reference)
+    ablations = [' '.join(bullet.split()) for bullet in reference.split('## Ablations')[1].split('\n## ')[0].split('\n- ')]
+    for name, start in {'eca-k': 'ECA kernel size', 'ghost-ratio': 'Ghost ratio', 'eca-position': 'ECA position'}.items():
+        bullet = next(bullet for bullet in ablations if bullet.startswith(start))
+        claimed_text, _, logged_text = bullet.partition('Logged:')
+        assert set(claims['ablations'][name]['claimed'].values()) == _numbers(claimed_text)
+        assert set(claims['ablations'][name].get('logged', {}).values()) == _numbers(logged_text)
