@@ -299,10 +299,10 @@ class CIFARDataset(Dataset):
         return self.transform(Image.fromarray(self.split.images[i])), int(self.split.labels[i])
 
 class CIFARTensors(Dataset):
-    "A CIFAR split as tensors: uint8 images [N,3,32,32] and int64 labels [N]; items are (image, label)."
-    def __init__(self, split: CIFARSplit):
-        self.images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()
-        self.labels = torch.from_numpy(split.labels)
+    "A CIFAR split as tensors on `device` (default: the CPU): uint8 images [N,3,32,32], int64 labels [N]; items (image, label)."
+    def __init__(self, split: CIFARSplit, device=None):
+        self.images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.labels = torch.from_numpy(split.labels).to(device)
 
     def __len__(self): return len(self.labels)
     def __getitem__(self, i): return self.images[i], self.labels[i]
@@ -311,7 +311,8 @@ class TensorBatchDL(DataLoader):
     "A fastai `DataLoader` over `CIFARTensors` whose items are indices: a batch is one index of the image tensor."
     def create_item(self, i): return i
     def create_batch(self, indices):
-        indices = torch.as_tensor(indices)
+        # a blocking copy to a GPU would wait for the queued training steps: the indices travel without waiting
+        indices = torch.as_tensor(indices).to(self.dataset.images.device, non_blocking=True)
         return self.dataset.images[indices], self.dataset.labels[indices]
 
 # %% ../nbs/00_data.ipynb #f2d3e6a5
@@ -327,30 +328,40 @@ def class_balanced_indices(labels: np.ndarray, n: int) -> np.ndarray:
     rank[order] = np.arange(len(labels)) - np.searchsorted(labels[order], labels[order])
     return np.sort(np.lexsort((np.arange(len(labels)), rank))[:n])
 
-def split_loader(split: CIFARSplit, augment, **kwargs) -> tuple[DataLoader, list[str]]:
-    "A DataLoader over `split` with the `augment` steps on (tensor path unless it needs PIL), and what it runs."
-    config = augment_config(augment)
-    if config.trivial_augment or config.random_erasing:
+def split_loader(split: CIFARSplit, augment, batch_augment: bool = False, device=None, num_workers: int = 0,
+                 **kwargs) -> tuple[DataLoader, list[str]]:
+    """A DataLoader over `split` with the `augment` steps on, and what it runs: the tensor path, except for steps that
+    need PIL (TrivialAugmentWide, erasing) without `batch_augment`."""
+    config, device = augment_config(augment), torch.device(device or 'cpu')
+    if not batch_augment and (config.trivial_augment or config.random_erasing):
         dataset = CIFARDataset(split, train_transforms(config))
-        return DataLoader(dataset, **kwargs), describe_transforms(dataset.transform)
-    batch_augment = BatchAugment(config.random_crop, config.horizontal_flip, CIFAR100_MEAN, CIFAR100_STD)
-    return TensorBatchDL(CIFARTensors(split), after_batch=batch_augment, **kwargs), batch_augment.describe()
+        loader = DataLoader(dataset, device=device, num_workers=num_workers, pin_memory=device.type == 'cuda', **kwargs)
+        return loader, describe_transforms(dataset.transform)
+    augment_batch = BatchAugment(config.random_crop, config.horizontal_flip, CIFAR100_MEAN, CIFAR100_STD,
+                                 trivial_augment=config.trivial_augment, random_erasing=config.random_erasing)
+    tensors = CIFARTensors(split, device if num_workers == 0 else None)
+    loader = TensorBatchDL(tensors, after_batch=augment_batch, device=device, num_workers=num_workers,
+                           pin_memory=tensors.images.device.type != device.type, **kwargs)
+    return loader, augment_batch.describe()
 
 # %% ../nbs/00_data.ipynb #0198f6c2
 def cifar100_dataloaders(data_dir=None, batch_size: int = 128, num_workers: int = 0, seed: int = 0,
                          augment='original', train_limit: int | None = None, test_limit: int | None = None,
-                         epoch_test_images: int | None = None, device=None, download: bool = True) -> DataLoaders:
+                         epoch_test_images: int | None = None, device=None, download: bool = True,
+                         batch_augment: bool = False) -> DataLoaders:
     """fastai `DataLoaders` (train, test) over CIFAR-100, described by `dls.source`, `dls.augment` and `dls.transforms`.
-    `dls.epoch_valid` is `dls.valid`, or with `epoch_test_images` the fixed subset that `class_balanced_indices` picks."""
+    `dls.epoch_valid` is `dls.valid`, or with `epoch_test_images` the fixed subset that `class_balanced_indices` picks.
+    `batch_augment` augments 'original' batches on the device instead of one PIL image at a time."""
     for option, value in (('--train-limit', train_limit), ('--test-limit', test_limit),
                           ('--epoch-test-images', epoch_test_images)):
         if value is not None and value < 1: raise ValueError(f"{option} must be at least 1, got {value}")
     source = find_cifar100(data_dir, download=download)
     config = augment_config(augment)
     device = torch.device(device) if device is not None else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    common = dict(bs=batch_size, num_workers=num_workers, pin_memory=device.type == 'cuda', device=device)
+    common = dict(bs=batch_size, num_workers=num_workers, device=device)
     train, test = _first(load_split(source, 'train'), train_limit), _first(load_split(source, 'test'), test_limit)
-    train_dl, train_steps = split_loader(train, config, shuffle=True, drop_last=len(train) > batch_size, **common)
+    train_dl, train_steps = split_loader(train, config, batch_augment, shuffle=True, drop_last=len(train) > batch_size,
+                                         **common)
     train_dl.rng = random.Random(seed)
     test_dl, test_steps = split_loader(test, 'none', **common)
     dls = DataLoaders(train_dl, test_dl, device=device)

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # %% ../nbs/21_records.ipynb #72e7d592
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RUN_STATUSES = ('running', 'completed', 'failed', 'interrupted')
 _UMASK = os.umask(0); os.umask(_UMASK)
 
@@ -128,6 +128,7 @@ class RunRecord:
     params: int
     flops_per_image: int
     config_hash: str | None = None
+    device_settings: dict | None = None     # channels-last and torch.compile, requested and used (see the training engine)
     command: list | None = None
     epochs: list = field(default_factory=list)
     best: dict | None = None
@@ -175,7 +176,10 @@ def _v1_to_v2(raw: dict) -> dict:
     return dict(raw, epochs=rows, config_hash=None, command=None, setup_seconds=None, eval_seconds=None,
                 source_diff=None, schema_version=2)
 
-MIGRATIONS = {1: _v1_to_v2}
+def _v2_to_v3(raw: dict) -> dict:
+    return dict(raw, device_settings=None, schema_version=3)
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 def migrate_record(raw: dict, path='<record>') -> dict:
     "Bring a record of any earlier schema version up to `SCHEMA_VERSION`."

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['optimizer_factory', 'bias_splitter', 'total_steps', 'lr_schedule', 'BatchMixUp', 'training_device', 'precision_used',
-           'start_distributed', 'all_gather', 'capture_rng', 'restore_rng', 'unwrap', 'build_learner',
-           'steps_per_epoch', 'ThroughputProbe', 'measure_throughput', 'plan_budget', 'RecordKeeper',
+           'device_settings', 'start_distributed', 'all_gather', 'capture_rng', 'restore_rng', 'unwrap',
+           'DeviceAvgLoss', 'DeviceAvgMetric', 'DeviceSmoothLoss', 'MetricsOnDevice', 'InferenceModeEval',
+           'build_learner', 'steps_per_epoch', 'ThroughputProbe', 'measure_throughput', 'plan_budget', 'RecordKeeper',
            'TrainingCheckpoint', 'EpochLog', 'StopAfterSteps', 'RunExistsError', 'CheckpointError', 'RunPlan',
            'load_checkpoint', 'plan_run', 'RunFailedError', 'run', 'train_model']
 
@@ -27,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
-from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback, CancelFitException, CancelTrainException, CancelValidException
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.mixup import MixHandler
@@ -36,7 +36,7 @@ from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine
 from fastai.callback.training import GradientClip
 from fastai.data.core import DataLoaders
 from fastai.distributed import DistributedDL, teardown_distrib
-from fastai.learner import Learner
+from fastai.learner import AvgLoss, AvgMetric, AvgSmoothLoss, Learner, Recorder
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy, top_k_accuracy
 from fastai.optimizer import SGD, Adam, OptimWrapper
@@ -95,10 +95,11 @@ class BatchMixUp(MixHandler):
             lam, order = self.distrib.sample(), torch.randperm(batch_size)
         else:
             lam, order = torch.tensor(1.0), torch.arange(batch_size)
-        order = order.to(self.x.device)
-        self.lam = lam.to(self.x.device).expand(batch_size)
+        # a blocking copy to a GPU would wait for the steps queued before it: these two do not wait
+        order, lam = order.to(self.x.device, non_blocking=True), lam.to(self.x.device, non_blocking=True)
+        self.lam = lam.expand(batch_size)
         self.yb1 = tuple(y[order] for y in self.yb)
-        self.learn.xb = tuple(torch.lerp(x[order], x, lam.to(x.device)) for x in self.xb)
+        self.learn.xb = tuple(torch.lerp(x[order], x, lam) for x in self.xb)
 
 # %% ../nbs/22_training.ipynb #d191fc2f
 def training_device() -> torch.device:
@@ -109,13 +110,21 @@ def training_device() -> torch.device:
     return device
 
 def precision_used(requested: str, device: torch.device) -> dict:
-    "What precision really runs: fastai's mixed precision needs CUDA, so the CPU always runs fp32."
+    "What precision really runs: fastai's mixed precision needs CUDA, so the CPU always runs fp32; 'auto' is bf16 on CUDA."
     if device.type != 'cuda':
-        note = None if requested == 'fp32' else f"{requested} was requested but mixed precision needs CUDA: ran fp32"
+        note = None if requested in ('fp32', 'auto') else f"{requested} was requested but mixed precision needs CUDA: ran fp32"
         return dict(requested=requested, used='fp32', note=note)
+    if requested == 'auto':
+        if torch.cuda.is_bf16_supported(including_emulation=False): return dict(requested=requested, used='bf16', note=None)
+        return dict(requested=requested, used='fp16', note=f"{torch.cuda.get_device_name(device)} has no bf16: ran fp16")
     if requested == 'bf16' and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{torch.cuda.get_device_name(device)} does not support bf16: use --precision fp16 or fp32")
     return dict(requested=requested, used=requested, note=None)
+
+def device_settings(config: TrainConfig, device: torch.device) -> dict:
+    "Whether channels-last and `torch.compile` really run: 'auto' means on CUDA, not on the CPU."
+    settle = lambda requested: dict(requested=requested, used=device.type == 'cuda' if requested == 'auto' else bool(requested))
+    return dict(channels_last=settle(config.channels_last), compile=settle(config.compile))
 
 # %% ../nbs/22_training.ipynb #d930f328
 def _broadcast_on_backend_device(self, t, rank):
@@ -164,20 +173,65 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     while hasattr(model, 'module') or hasattr(model, '_orig_mod'): model = getattr(model, 'module', None) or model._orig_mod
     return model
 
+# %% ../nbs/22_training.ipynb #ff40dd23
+class DeviceAvgLoss(AvgLoss):
+    "fastai's `AvgLoss`, summed where the loss is."
+    def accumulate(self, learn):
+        batch = find_bs(learn.yb)
+        self.total += learn.loss.detach().mean() * batch
+        self.count += batch
+
+class DeviceAvgMetric(AvgMetric):
+    "fastai's `AvgMetric`, summed where the predictions are."
+    def accumulate(self, learn):
+        batch = find_bs(learn.yb)
+        self.total += self.func(learn.pred, *learn.yb).detach() * batch
+        self.count += batch
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's `AvgSmoothLoss` (the training loss of fastai's own log), kept where the loss is."
+    def accumulate(self, learn):
+        loss = learn.loss.detach().mean()
+        previous = self.val if self.count else torch.zeros_like(loss)  # fastai's reset value lives on the CPU
+        self.count += 1
+        self.val = torch.lerp(loss, previous, self.beta)
+
+class MetricsOnDevice(Callback):
+    "The Recorder's losses and the metrics summed on the device and read once per epoch, not once per batch."
+    order = Recorder.order - 1  # in place before the Recorder resets its meters
+    def before_fit(self):
+        recorder = self.learn.recorder
+        self.originals = dict(loss=recorder.loss, smooth_loss=recorder.smooth_loss), self.learn.metrics
+        # set in the Recorder's __dict__: Callback.__setattr__ warns since the learner has a `loss` of its own
+        vars(recorder).update(loss=DeviceAvgLoss(), smooth_loss=DeviceSmoothLoss(recorder.smooth_loss.beta))
+        self.learn.metrics = [DeviceAvgMetric(m.func) if type(m) is AvgMetric else m for m in self.learn.metrics]
+
+    def after_fit(self):
+        meters, self.learn.metrics = self.originals
+        vars(self.learn.recorder).update(meters)
+
+class InferenceModeEval(Callback):
+    "Evaluate under `torch.inference_mode`."
+    def before_validate(self):
+        self.mode = torch.inference_mode()
+        self.mode.__enter__()
+
+    def after_validate(self): self.mode.__exit__(None, None, None)
+
 # %% ../nbs/22_training.ipynb #829ad25f
 def build_learner(model, dls, config: TrainConfig, precision: dict) -> Learner:
-    "A fastai `Learner` with the config's loss, optimiser, schedule, clipping, Mixup, precision and memory format."
-    callbacks = [ParamScheduler({'lr': lr_schedule(config, steps_per_epoch(dls.train.dataset, config))})]
+    "A fastai `Learner` with the config's loss, optimiser, schedule, clipping, Mixup and precision, metrics on the device."
+    callbacks = [ParamScheduler({'lr': lr_schedule(config, steps_per_epoch(dls.train.dataset, config))}), InferenceModeEval()]
     if config.grad_clip: callbacks.append(GradientClip(config.grad_clip))
     if config.mixup_alpha > 0 and config.mixup_prob > 0: callbacks.append(BatchMixUp(config.mixup_alpha, config.mixup_prob))
     if precision['used'] != 'fp32': callbacks.append(MixedPrecision(amp_mode=precision['used']))
-    if config.channels_last: callbacks.append(ChannelsLast())
+    if num_distrib() <= 1: callbacks.append(MetricsOnDevice())
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=config.label_smoothing),
                     opt_func=optimizer_factory(config), splitter=bias_splitter, metrics=[accuracy, top_k_accuracy],
                     cbs=callbacks, lr=config.lr, wd_bn_bias=True)
     learn.create_opt()
     learn.opt.set_hyper('wd', [config.weight_decay, 0.0])
-    if not sys.stdout.isatty():  # plain line logs instead, printed by EpochLog
+    if not sys.stdout.isatty() or dls.train.device.type == 'cuda':  # plain line logs instead, printed by EpochLog
         learn.remove_cb(ProgressCallback)
         learn.logger = noop
     return learn
@@ -343,6 +397,7 @@ class RunPlan:
     device: str
     world_size: int
     precision: dict
+    device_settings: dict                 # channels-last and torch.compile: requested and used
     start_epoch: int = 0
     resume: bool = False                  # continue from run_dir/checkpoint.pt
     set_aside: bool = False               # rename the previous run's files before starting
@@ -354,7 +409,8 @@ class RunPlan:
         "The plan as plain data (JSON-ready)."
         steps = self.config.steps or ('planned from the budget when the run starts' if self.config.budget_s else None)
         return dict(run=self.config.run_name, run_dir=str(self.run_dir), device=self.device, world_size=self.world_size,
-                    precision=self.precision, config_hash=self.config_hash, start_epoch=self.start_epoch,
+                    precision=self.precision, device_settings=self.device_settings, config_hash=self.config_hash,
+                    start_epoch=self.start_epoch,
                     resume=self.resume, set_aside_previous_run=self.set_aside, steps=steps, notices=list(self.notices),
                     config=self.config.to_dict())
 
@@ -392,13 +448,14 @@ def plan_run(name: str, resume: bool = False, force: bool = False, command=None,
     record = load_run_record(run_dir) if (run_dir/'record.json').exists() else None
     fresh = partial(RunPlan, config=requested, config_hash=config_hash(requested), run_dir=run_dir, device=str(device),
                     world_size=max(num_distrib(), 1), precision=precision_used(requested.precision, device),
+                    device_settings=device_settings(requested, device),
                     found=_found(record), command=tuple(command or ()))
     if rank_distrib() != 0: return fresh()  # rank 0 checks the folder, and `run` hands its plan to the other ranks
     if record is None:
         return fresh(notices=(f"nothing to resume in {run_dir}: starting a new run",) if resume else ())
     if force: return fresh(set_aside=True, notices=(f"the previous run in {run_dir} is set aside (renamed *.replaced-<time>.*)",))
     stored = _stored_config(record)
-    if (record.config_hash or config_hash(stored)) != config_hash(requested):
+    if config_differences(stored, requested):
         raise RunExistsError(f"{run_dir} holds a run of another config ({'; '.join(config_differences(stored, requested))}): "
                              f"pass --force to set it aside and start over, or --out to write elsewhere")
     done = f"after epoch {record.epochs[-1]['epoch'] + 1}" if record.epochs else "before its first epoch ended"
@@ -416,6 +473,7 @@ def plan_run(name: str, resume: bool = False, force: bool = False, command=None,
              for k in RESUME_MAY_CHANGE if overrides.get(k) is not None}
     config = validate_config(replace(stored, **moved))
     return fresh(config=config, config_hash=config_hash(config), precision=precision_used(config.precision, device),
+                 device_settings=device_settings(config, device),
                  start_epoch=checkpoint['epoch'] + 1, resume=True,
                  notices=(f"resuming {config.run_name} from epoch {checkpoint['epoch'] + 2}",))
 
@@ -433,6 +491,7 @@ def _build_dataloaders(config: TrainConfig, world_size: int, device):
                          f"pass a --batch-size divisible by {world_size}")
     return cifar100_dataloaders(config.data_dir, batch_size=config.batch_size // world_size,
                                 num_workers=config.num_workers, seed=config.seed, augment=config.augment,
+                                batch_augment=config.batch_augment,
                                 train_limit=config.train_limit, test_limit=config.test_limit, device=device,
                                 epoch_test_images=config.epoch_test_images)
 
@@ -449,7 +508,8 @@ def _new_record(plan: RunPlan, config: TrainConfig, dls, params: int, flops: int
                 train_images=len(dls.train.dataset), test_images=len(dls.valid.dataset),
                 epoch_test_images=len(dls.epoch_valid.dataset), epoch_test_rule=dls.epoch_valid_rule)
     record = RunRecord(config.run_name, config.model, 'running', config=portable, data=data, augmentation=dls.transforms,
-                       environment=environment(plan.device, plan.world_size), precision=plan.precision, params=params,
+                       environment=environment(plan.device, plan.world_size), precision=plan.precision,
+                       device_settings=plan.device_settings, params=params,
                        flops_per_image=flops, config_hash=plan.config_hash, command=list(plan.command) or None)
     if plan.world_size > 1: record.distributed = dict(world_size=plan.world_size, backend=torch.distributed.get_backend())
     return record
@@ -482,8 +542,8 @@ def _fit(plan: RunPlan, cbs: list, session_start: float, stored: RunRecord | Non
     dls = _build_dataloaders(config, world_size, device)
     model = _create_model(config)
     params, flops = count_parameters(model), count_flops(model)
-    if config.channels_last: model = model.to(memory_format=torch.channels_last)
-    if config.compile: model = torch.compile(model)
+    if plan.device_settings['channels_last']['used']: model = model.to(memory_format=torch.channels_last)
+    if plan.device_settings['compile']['used']: model = torch.compile(model)
     checkpoint = load_checkpoint(plan.run_dir/'checkpoint.pt') if plan.resume else None
     if stored:
         record = stored

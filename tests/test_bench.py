@@ -1,8 +1,12 @@
+import json
 import math
 
 import pytest
+import torch
 
-from cifar_study.bench import cosine_lr, plain_budget_run
+from cifar_study.bench import cosine_lr, peak_tflops, plain_budget_run
+from cifar_study.cli import main
+from cifar_study.plans import PLANS
 
 
 def test_plain_budget_run_stops_on_its_budget_and_reports(synthetic_data):
@@ -25,3 +29,23 @@ def test_cosine_over_the_budget():
 def test_batch_larger_than_the_train_split_is_refused(synthetic_data):
     with pytest.raises(ValueError, match='batch size 256 is more than the 200 train images'):
         plain_budget_run(budget_s=1.0, data_dir=synthetic_data['npz'], batch_size=256)
+
+
+@pytest.mark.parametrize('name, entry', [('NVIDIA H200', ('H200', 989.4)), ('NVIDIA H100 PCIe', ('H100 PCIe', 756.0)),
+                                         ('NVIDIA H100 80GB HBM3', ('H100', 989.4)), ('NVIDIA A10', ('A10', 125.0)),
+                                         ('NVIDIA A100-SXM4-80GB', ('A100', 312.0)), ('Tesla V100-SXM2-16GB', ('V100', 125.0)),
+                                         ('NVIDIA GeForce GTX 1080', None)])
+def test_peak_table_matches_the_most_specific_name(monkeypatch, name, entry):
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: name)
+    assert peak_tflops('cuda') == entry
+    assert peak_tflops('cpu') is None
+
+
+def test_data_path_bench_command(tmp_path, capsys):
+    main(['bench', '--data-paths', '--models', 'resnet_20', '--batch-size', '8', '--steps', '1', '--warmup', '0',
+          '--out', str(tmp_path/'paths.json')])
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path/'paths.json').read_text())
+    assert result['projected']['runs'] == len(PLANS['all'].jobs()) and result['projected']['runs_measured'] == 3
+    assert result['rows'][0]['per_image_ips'] > 0 and result['rows'][0]['batched_ips'] > 0
+    assert 'per-image' in printed and 'batched' in printed and 'projected:' in printed

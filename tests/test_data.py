@@ -342,6 +342,26 @@ def test_original_preset_keeps_the_per_image_pipeline(synthetic_data):
     assert dls.train.one_batch()[0].dtype == torch.float32
 
 
+def test_batch_augment_takes_the_original_preset_onto_the_tensor_path(synthetic_data):
+    dls = cifar100_dataloaders(synthetic_data['npz'], batch_size=16, augment='original', device='cpu', batch_augment=True)
+    assert isinstance(dls.train, data.TensorBatchDL) and isinstance(dls.train.dataset, data.CIFARTensors)
+    assert dls.transforms['train'] == dls.train.after_batch.describe()
+    assert [step.split('(')[0] for step in dls.transforms['train']] == [
+        'random_crop', 'random_horizontal_flip', 'trivial_augment_wide', 'normalize', 'random_erasing']
+    images, labels = dls.train.one_batch()
+    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
+
+
+def test_tensor_path_keeps_the_images_on_the_training_device(synthetic_data):
+    # 'meta' stands in for a GPU here: the images are stored there once, and batches are gathered there
+    on_device = cifar100_dataloaders(synthetic_data['npz'], batch_size=16, device='meta', batch_augment=True)
+    assert on_device.train.dataset.images.device.type == on_device.valid.dataset.labels.device.type == 'meta'
+    assert on_device.train.create_batch([3, 1, 2])[0].device.type == 'meta'
+    # worker processes cannot index device tensors: with workers the images stay on the CPU
+    with_workers = cifar100_dataloaders(synthetic_data['npz'], batch_size=16, device='meta', num_workers=1, augment='light')
+    assert with_workers.train.dataset.images.device.type == 'cpu'
+
+
 def test_distributed_wrapper_gives_each_process_its_own_augmented_share(synthetic_data):
     shares = []
     for rank in (0, 1):  # one loader per process, as under torchrun; the order comes from the same seed

@@ -88,7 +88,7 @@ def test_smoke_run_writes_a_complete_record(tmp_path, synthetic_data):
     run_dir = tmp_path/RUN
     assert (run_dir/'checkpoint.pt').exists()
     loaded = load_run_record(run_dir)
-    assert loaded.status == 'completed' and len(loaded.epochs) == 4 and loaded.schema_version == 2
+    assert loaded.status == 'completed' and len(loaded.epochs) == 4 and loaded.schema_version == 3
     assert loaded.epochs[-1]['train_loss'] < loaded.epochs[0]['train_loss']
     assert loaded.params == 278_324 and loaded.flops_per_image > 0
     assert loaded.data['name'] == 'synthetic (CIFAR-100 format)' and loaded.data['format'] == 'npz-arrays'
@@ -183,6 +183,17 @@ def test_a_different_config_never_replaces_a_run_unless_forced(tmp_path, synthet
     result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1', '--lr', '0.05')
     assert_one_line_refusal(result, 'holds a run of another config (lr: 0.1 -> 0.05)', '--force')
     assert load_run_record(tmp_path/RUN).config['lr'] == 0.1
+
+
+def test_a_config_field_added_later_does_not_make_an_old_run_another_run(tmp_path, synthetic_data):
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
+    path = tmp_path/RUN/'record.json'
+    older = json.loads(path.read_text())
+    del older['config']['batch_augment']  # as written before the field existed, with the hash of that time
+    path.write_text(json.dumps(dict(older, config_hash='0123456789abcdef')))
+    plan = plan_run('resnet_20', profile='smoke', data_dir=synthetic_data['npz'], out=tmp_path, resume=True)
+    assert plan.resume and plan.start_epoch == 1
 
 
 def test_finished_run_is_never_overwritten_unless_forced(tmp_path, synthetic_data):
@@ -488,7 +499,7 @@ def test_record_loader_rejects_bad_records_and_migrates_old_ones(tmp_path, synth
     smoke(tmp_path, synthetic_data['npz'], epochs=1)
     path = tmp_path/RUN/'record.json'
     raw = json.loads(path.read_text())
-    for broken, message in ((dict(raw, schema_version=99), 'schema version 99, this code reads 1 to 2'),
+    for broken, message in ((dict(raw, schema_version=99), 'schema version 99, this code reads 1 to 3'),
                             (dict(raw, params='many'), "'params' should be int"),
                             (dict(raw, epochs=[{'epoch': 0}]), 'epoch row 0 needs'),
                             (dict(raw, surprise=1), "unknown field 'surprise'")):
@@ -498,11 +509,13 @@ def test_record_loader_rejects_bad_records_and_migrates_old_ones(tmp_path, synth
     path.write_text('{"truncated": ')
     with pytest.raises(RunRecordError, match='not valid JSON'):
         load_run_record(path)
-    version_1 = {k: v for k, v in raw.items() if k not in ('config_hash', 'command', 'setup_seconds', 'eval_seconds', 'source_diff')}
+    version_1 = {k: v for k, v in raw.items()
+                 if k not in ('config_hash', 'command', 'setup_seconds', 'eval_seconds', 'source_diff', 'device_settings')}
     version_1['epochs'] = [{k: v for k, v in row.items() if k not in ('steps', 'train_seconds', 'eval_seconds')} for row in raw['epochs']]
     path.write_text(json.dumps(dict(version_1, schema_version=1)))
     migrated = load_run_record(path)
-    assert migrated.schema_version == 2 and migrated.config_hash is None and migrated.epochs[0]['steps'] is None
+    assert migrated.schema_version == 3 and migrated.config_hash is None and migrated.epochs[0]['steps'] is None
+    assert migrated.device_settings is None
     assert migrated.final == raw['final']
 
 
@@ -526,3 +539,93 @@ def test_compiled_run_checkpoints_plain_weights(tmp_path, synthetic_data):
     assert record.status == 'completed' and record.config['compile'] is True
     weights = torch.load(tmp_path/RUN/'checkpoint.pt', weights_only=False)['model']
     create_model('resnet_20').load_state_dict(weights)
+
+
+class HostReads(Callback):
+    "Counts `Tensor.cpu` and `Tensor.item` calls made while a training batch runs (each one waits for a GPU)."
+    order = 100  # after the Recorder, whose per-batch reads are what this counts
+    def __init__(self): self.calls, self.counting = 0, False
+    def before_fit(self):
+        self.originals = torch.Tensor.cpu, torch.Tensor.item
+        def counted(original):
+            def call(tensor, *args, **kwargs):
+                if self.counting: self.calls += 1
+                return original(tensor, *args, **kwargs)
+            return call
+        torch.Tensor.cpu, torch.Tensor.item = (counted(f) for f in self.originals)
+    def before_batch(self): self.counting = self.training
+    def after_batch(self): self.counting = False
+    def after_fit(self): torch.Tensor.cpu, torch.Tensor.item = self.originals
+
+
+def fit_smoke_learner(data, cbs=(), without=()):
+    "Two epochs of a tiny resnet_20 Learner on synthetic data; returns the Learner."
+    from cifar_study.data import cifar100_dataloaders
+    torch.manual_seed(0)
+    dls = cifar100_dataloaders(data, batch_size=32, augment='none', train_limit=96, test_limit=64, seed=0)
+    learn = build_learner(create_model('resnet_20'), dls, resolve_config('resnet_20', 'smoke'),
+                          precision_used('fp32', torch.device('cpu')))
+    for kind in without: learn.remove_cb(kind)
+    learn.fit(2, cbs=list(cbs))
+    return learn
+
+
+def test_metrics_stay_on_the_device_and_give_fastais_numbers(synthetic_data):
+    reads = HostReads()
+    learn = fit_smoke_learner(synthetic_data['npz'], cbs=[reads])
+    assert reads.calls == 0  # no read of the loss or the metrics per training batch
+    fastai_reads = HostReads()
+    plain = fit_smoke_learner(synthetic_data['npz'], cbs=[fastai_reads], without=[training.MetricsOnDevice])
+    assert fastai_reads.calls >= 6  # fastai's own meters read the loss after every batch
+    assert learn.recorder.values == plain.recorder.values  # train loss, test loss, top-1, top-5: the same numbers
+    assert learn.recorder.loss.__class__ is plain.recorder.loss.__class__  # fastai's meters are back after the fit
+
+
+def test_evaluation_runs_in_inference_mode(synthetic_data):
+    class ModeSeen(Callback):
+        def __init__(self): self.modes = []
+        def before_batch(self): self.modes.append((self.training, torch.is_inference_mode_enabled()))
+    seen = ModeSeen()
+    fit_smoke_learner(synthetic_data['npz'], cbs=[seen])
+    assert {mode for training_batch, mode in seen.modes if not training_batch} == {True}
+    assert {mode for training_batch, mode in seen.modes if training_batch} == {False}
+    assert not torch.is_inference_mode_enabled()
+    seen = ModeSeen()
+    fit_smoke_learner(synthetic_data['npz'], cbs=[seen], without=[training.InferenceModeEval])
+    assert not any(mode for _, mode in seen.modes)
+
+
+@pytest.mark.parametrize('profile', ['full', 'fast'])
+def test_full_and_fast_plan_the_batched_path_and_settle_auto_for_the_device(tmp_path, profile):
+    plan = plan_run('resnet_20', profile=profile, out=tmp_path)
+    assert plan.config.batch_augment and plan.config.augment == 'original'
+    assert (plan.config.precision, plan.config.channels_last, plan.config.compile) == ('auto', 'auto', 'auto')
+    # on the CPU nothing changes: fp32, the plain memory format, eager mode
+    assert plan.precision == dict(requested='auto', used='fp32', note=None)
+    assert plan.device_settings == dict(channels_last=dict(requested='auto', used=False),
+                                        compile=dict(requested='auto', used=False))
+    assert plan.describe()['device_settings'] == plan.device_settings
+    on_cuda = training.device_settings(plan.config, torch.device('cuda'))
+    assert on_cuda['channels_last']['used'] and on_cuda['compile']['used']
+    forced = training.device_settings(replace(plan.config, compile=True, channels_last=False), torch.device('cpu'))
+    assert forced['compile']['used'] and not forced['channels_last']['used']
+
+
+def test_batched_original_run_records_what_ran(tmp_path, synthetic_data):
+    record = smoke(tmp_path, synthetic_data['npz'], epochs=1, augment='original', batch_augment=True)
+    assert record.status == 'completed' and record.config['batch_augment'] is True
+    assert record.augmentation['train'][2].startswith('trivial_augment_wide(') and 'batched' in record.augmentation['train'][-1]
+    assert record.device_settings == dict(channels_last=dict(requested=False, used=False),
+                                          compile=dict(requested=False, used=False))
+    per_image = smoke(tmp_path/'pil', synthetic_data['npz'], epochs=1, augment='original')
+    assert per_image.augmentation['train'][2].startswith('TrivialAugmentWide(')
+
+
+def test_switches_on_the_command_line(tmp_path, synthetic_data):
+    plan = lambda *args: json.loads(cli_train(tmp_path, synthetic_data['npz'], '--dry-run', *args).stdout)
+    assert plan('--compile')['device_settings']['compile'] == dict(requested=True, used=True)
+    assert plan('--compile', 'auto', '--channels-last', 'no')['device_settings'] == dict(
+        channels_last=dict(requested=False, used=False), compile=dict(requested='auto', used=False))
+    assert plan('--batch-augment', '--precision', 'auto')['config']['batch_augment'] is True
+    refused = cli_train(tmp_path, synthetic_data['npz'], '--compile', 'maybe')
+    assert refused.returncode == 2 and 'yes, no or auto' in refused.stderr
