@@ -52,11 +52,14 @@ def _optional(parse):
     "Parse a value, or 'none' for None (e.g. `--grad-clip none`)."
     return lambda text: None if text.lower() == 'none' else parse(text)
 
-def _switch(text: str):
-    "yes, no or auto, for a `bool | str` field such as `--compile auto`."
-    choices = dict(yes=True, no=False, auto='auto')
-    if text.lower() not in choices: raise argparse.ArgumentTypeError(f"expected yes, no or auto, got {text!r}")
-    return choices[text.lower()]
+def _switch(*names: str):
+    "An argparse type for yes/no (and auto, for a field that takes it): `--compile auto`, `--batch-augment no`."
+    choices = {name: value for name, value in dict(yes=True, no=False, auto='auto').items() if name in names}
+    def parse(text: str):
+        *first, last = choices
+        if text.lower() not in choices: raise argparse.ArgumentTypeError(f"expected {', '.join(first)} or {last}, got {text!r}")
+        return choices[text.lower()]
+    return parse
 
 def add_config_options(parser: argparse.ArgumentParser):
     "One option per `TrainConfig` field (except the model), typed from its annotation."
@@ -64,9 +67,9 @@ def add_config_options(parser: argparse.ArgumentParser):
     for field in dataclasses.fields(TrainConfig):
         if field.name == 'model': continue
         flag = '--' + field.name.replace('_', '-')
-        if field.type in ('bool', bool): parser.add_argument(flag, action='store_true', default=None)
-        elif str(field.type) == 'bool | str':  # `--compile` alone is yes
-            parser.add_argument(flag, nargs='?', const=True, type=_switch, default=None, metavar='yes|no|auto',
+        if str(field.type) in ('bool', "<class 'bool'>", 'bool | str'):  # the flag alone is yes
+            names = ('yes', 'no', 'auto') if 'str' in str(field.type) else ('yes', 'no')
+            parser.add_argument(flag, nargs='?', const=True, type=_switch(*names), default=None, metavar='|'.join(names),
                                 help='default: from the profile')
         else:
             parse = next(t for t in (int, float, str) if t.__name__ in str(field.type))

@@ -627,5 +627,7 @@ def test_switches_on_the_command_line(tmp_path, synthetic_data):
     assert plan('--compile', 'auto', '--channels-last', 'no')['device_settings'] == dict(
         channels_last=dict(requested=False, used=False), compile=dict(requested='auto', used=False))
     assert plan('--batch-augment', '--precision', 'auto')['config']['batch_augment'] is True
+    full = lambda *args: json.loads(cli('train', 'resnet_20', '--profile', 'full', '--out', tmp_path, '--dry-run', *args).stdout)
+    assert full()['config']['batch_augment'] is True and full('--batch-augment', 'no')['config']['batch_augment'] is False
     refused = cli_train(tmp_path, synthetic_data['npz'], '--compile', 'maybe')
     assert refused.returncode == 2 and 'yes, no or auto' in refused.stderr
