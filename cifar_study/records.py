@@ -50,10 +50,12 @@ def repo_root() -> Path:
 def portable_path(path) -> str | None:
     "`path` relative to the repository root when it lies inside it or beside it, else absolute."
     if path is None: return None
-    path, root = Path(path).expanduser().resolve(), repo_root()
-    for base, prefix in ((root, Path()), (root.parent, Path('..'))):
-        if path.is_relative_to(base): return str(prefix/path.relative_to(base)) if path != base else str(prefix)
-    return str(path)
+    root = repo_root()
+    given = Path(os.path.abspath(Path(path).expanduser()))  # as named (a symlinked ../shared stays beside the repo)
+    for candidate in (given, given.resolve()):
+        for base, prefix in ((root, Path()), (root.parent, Path('..'))):
+            if candidate.is_relative_to(base): return str(prefix/candidate.relative_to(base)) if candidate != base else str(prefix)
+    return str(given)
 
 def local_path(stored) -> Path | None:
     "A stored path on this machine: relative paths are taken from the repository root."
