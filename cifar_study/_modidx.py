@@ -18,6 +18,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.analysis._shown_width': ('analysis.html#_shown_width', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._test_images': ('analysis.html#_test_images', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.ablation_table': ('analysis.html#ablation_table', 'cifar_study/analysis.py'),
+                                      'cifar_study.analysis.budget_use': ('analysis.html#budget_use', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.claims_audit': ('analysis.html#claims_audit', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.commit_text': ('analysis.html#commit_text', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.device_text': ('analysis.html#device_text', 'cifar_study/analysis.py'),

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['METRICS', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS', 'Run', 'Study', 'variant_name', 'failure_cause', 'load_study',
-           'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links', 'format_table1',
-           'markdown_table', 'table2', 'original_claims', 'welch_interval', 'verdict', 'ablation_table',
-           'format_ablation', 'our_model_for', 'claims_audit', 'epochs_trained', 'commit_text', 'study_summary',
-           'pareto_front', 'group_colours', 'plot_top1_by_model', 'plot_cost_fronts', 'epoch_frame',
+           'epochs_trained', 'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links',
+           'format_table1', 'markdown_table', 'table2', 'original_claims', 'welch_interval', 'verdict',
+           'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'commit_text', 'budget_use',
+           'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model', 'plot_cost_fronts', 'epoch_frame',
            'plot_training_curves', 'plot_seed_spread']
 
 # %% ../nbs/40_analysis.ipynb #92fa0de4
@@ -94,11 +94,17 @@ def load_study(results='results', profile: str = 'cpu-budget') -> Study:
     return Study(results, profile, tuple(runs))
 
 # %% ../nbs/40_analysis.ipynb #28e5c164
+def epochs_trained(record: RunRecord) -> float:
+    "Epochs of training a run did (a run under a time budget may end inside an epoch)."
+    per_epoch, steps = (record.budget or {}).get('steps_per_epoch'), sum(row.get('steps') or 0 for row in record.epochs)
+    return steps / per_epoch if per_epoch and steps else float(len(record.epochs))
+
 METRICS = dict(  # Table 1's per-seed measurements, each from one record
     top1=lambda record: 100 * record.final['top1'],
     best_top1=lambda record: 100 * record.best['top1'],
     top5=lambda record: 100 * record.final['top5'],
     train_seconds=lambda record: record.train_seconds,
+    epochs=epochs_trained,
     images_per_second=lambda record: record.images_per_second,
 )
 
@@ -171,6 +177,7 @@ TABLE1_COLUMNS = {  # Table 1's column labels: every number in it is ours, measu
     'params_m': 'params (M)',
     'mflops': 'MFLOPs / image',
     'train_seconds': 'training s',
+    'epochs': 'epochs trained',
     'images_per_second': 'training images/s',
     'top1_per_mparams': 'top-1 % per M params',
 }
@@ -187,6 +194,7 @@ def format_table1(table: pd.DataFrame, link_from='.') -> pd.DataFrame:
         label['params_m']: [_number(v, 3) for v in table.params_m],
         label['mflops']: [_number(v, 1) for v in table.mflops],
         label['train_seconds']: [mean_std_text(m, s, 1) for m, s in zip(table.train_seconds, table.train_seconds_std)],
+        label['epochs']: [mean_std_text(m, s) for m, s in zip(table.epochs, table.epochs_std)],
         'device': table.device,
         label['images_per_second']: [_number(v, 0) for v in table.images_per_second],
         label['top1_per_mparams']: [_number(v, 1) for v in table.top1_per_mparams],
@@ -321,15 +329,21 @@ def _listed(values) -> str: return ', '.join(str(v) for v in sorted({v for v in 
 
 def _counted(count: int, noun: str) -> str: return f"{count} {noun}{'' if count == 1 else 's'}"
 
-def epochs_trained(record: RunRecord) -> float:
-    "Epochs of training a run did (a run under a time budget may end inside an epoch)."
-    per_epoch, steps = (record.budget or {}).get('steps_per_epoch'), sum(row.get('steps') or 0 for row in record.epochs)
-    return steps / per_epoch if per_epoch and steps else float(len(record.epochs))
-
 def commit_text(record: RunRecord) -> str:
     "The commit a run's code came from, shortened, and whether it had uncommitted changes."
     git = record.environment.get('git') or {}
     return f"`{(git.get('commit') or 'unknown')[:8]}`" + (' (with uncommitted changes)' if git.get('dirty') else '')
+
+def budget_use(records: list[RunRecord], tolerance=0.1) -> str:
+    "How much of its training budget each run used, naming the runs more than `tolerance` off it."
+    shares = {(record.model, record.config.get('seed')): record.train_seconds / record.config['budget_s']
+              for record in records if record.config.get('budget_s')}
+    off = [f"`{model}` seed {seed} ({share:.0%})" for (model, seed), share in sorted(shares.items())
+           if abs(share - 1) > tolerance]
+    text = (f"Each run planned its steps from a speed probe at its start; the runs trained for "
+            f"{min(shares.values()):.0%} to {max(shares.values()):.0%} of the budget")
+    return text + (f", and {_counted(len(off), 'run')} missed it by more than {tolerance:.0%}: {', '.join(off)}."
+                   if off else f", none more than {tolerance:.0%} off it.")
 
 def _scope(profile: str, records: list[RunRecord]) -> str:
     "What a study under this profile can tell, and what it cannot."
@@ -339,12 +353,13 @@ def _scope(profile: str, records: list[RunRecord]) -> str:
                 "the original study; the seeds show how far a single run can be trusted.")
     if budgets:
         seconds, epochs = _listed(f"{b:g}" for b in budgets), [epochs_trained(record) for record in records]
-        return (f"**This is a small-compute study.** Every model trained for the same {seconds} seconds on the same "
-                f"hardware (the final evaluation on the whole test split comes on top), which was {min(epochs):.2f} to "
-                f"{max(epochs):.2f} epochs here, against the original study's 300 epochs on 8 V100 GPUs. It tells what each architecture reaches for equal CPU training time, and what it costs "
-                f"in parameters, FLOPs and throughput. It cannot tell how accurate the models are when fully trained: "
-                f"it neither confirms nor refutes the original study's accuracy claims, which the claims audit keeps "
-                f"pending until the `full` profile has run.")
+        return (f"**This is a small-compute study.** Every model had the same training budget of {seconds} seconds on "
+                f"the same hardware (the final evaluation on the whole test split comes on top), which was "
+                f"{min(epochs):.2f} to {max(epochs):.2f} epochs here, against the original study's 300 epochs on 8 V100 "
+                f"GPUs. {budget_use(records)} It tells what each architecture reaches for equal CPU training time, and "
+                f"what it costs in parameters, FLOPs and throughput. It cannot tell how accurate the models are when fully "
+                f"trained: it neither confirms nor refutes the original study's accuracy claims, which the claims audit "
+                f"keeps pending until the `full` profile has run.")
     return (f"Profile `{profile}` trains for only a few steps: its numbers show that the pipeline works, and "
             f"nothing about the architectures.")
 
