@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -116,10 +117,10 @@ def mean_std(values) -> tuple[float, float]:
 
 def status_text(runs: list[Run]) -> str:
     "'pending' without runs; the status when all runs share it; else the count of each ('2 completed, 1 failed')."
-    counts = {}
-    for run in runs: counts[run.status] = counts.get(run.status, 0) + 1
-    if len(counts) <= 1: return next(iter(counts), 'pending')
-    return ', '.join(f"{count} {status}" for status, count in sorted(counts.items()))
+    counts = Counter(run.status for run in runs)
+    return next(iter(counts), 'pending') if len(counts) <= 1 else _by_status(counts)
+
+def _by_status(counts: Counter) -> str: return ', '.join(f"{count} {status}" for status, count in sorted(counts.items()))
 
 def device_text(record: RunRecord) -> str:
     "The device a run trained on, e.g. 'AMD EPYC (cpu, 2 threads)' or 'NVIDIA H100 (cuda x8)'."
@@ -363,6 +364,10 @@ def _scope(profile: str, records: list[RunRecord]) -> str:
     return (f"Profile `{profile}` trains for only a few steps: its numbers show that the pipeline works, and "
             f"nothing about the architectures.")
 
+def _unfinished(runs) -> str:
+    "The runs that started and did not complete, by status ('1 failed, 1 stopped'), or '0 failed'."
+    return _by_status(Counter(run.status for run in runs if run.status not in ('completed', 'pending'))) or '0 failed'
+
 def study_summary(study: Study, table: pd.DataFrame) -> str:
     "The report's first paragraph (Markdown): what was run, on what, when, from which commit, and what it can tell."
     records, all_runs = study.records, study.runs
@@ -376,12 +381,11 @@ def study_summary(study: Study, table: pd.DataFrame) -> str:
     commits = _listed(commit_text(record) for record in records)
     started = min(record.started_at for record in records)[:10]
     finished = max(record.finished_at or record.started_at for record in records)[:10]
-    failed = sum(run.status == 'failed' for run in all_runs)
     pending = int((table.status == 'pending').sum())
     epoch_sets = _listed(f"{images:,}" for images in (record.data.get('epoch_test_images') for record in records) if images)
     seeds = sorted({record.config.get('seed') for record in records})
     text = (f"**What was run.** {_counted(len(records), 'completed run')} of {_counted(int((table.n > 0).sum()), 'model')} "
-            f"({failed} failed; {pending} of the {len(table)} models in Table 1 not run yet) under the profile "
+            f"({_unfinished(all_runs)}; {pending} of the {len(table)} models in Table 1 not run yet) under the profile "
             f"`{study.profile}`, on **{datasets}** ({sizes}), on {_listed(device_text(record) for record in records)}, with "
             f"{'seed' if len(seeds) == 1 else 'seeds'} {_listed(seeds)}, from {started} to {finished}, at commit "
             f"{commits}. Every number here comes from the run records under `{portable_path(study.results)}`; the "

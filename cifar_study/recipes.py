@@ -5,13 +5,15 @@
 # %% auto #0
 __all__ = ['RECIPES', 'OPTIMIZERS', 'PRECISIONS', 'SWITCHES', 'SCHEDULE_STEPS', 'PROFILES', 'RESUME_MAY_CHANGE',
            'PLANNED_FROM_BUDGET', 'Recipe', 'TrainConfig', 'show_profile', 'resolve_config', 'validate_config',
-           'config_identity', 'config_hash', 'config_differences']
+           'config_identity', 'config_hash', 'config_differences', 'stored_config']
 
 # %% ../nbs/20_recipes.ipynb #9e77ffe9
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+
+from .records import local_path
 
 # %% ../nbs/20_recipes.ipynb #f44eeec8
 @dataclass(frozen=True)
@@ -168,3 +170,7 @@ def config_differences(stored: TrainConfig, requested: TrainConfig) -> list[str]
     "'field: stored -> requested' for every field of the identity that differs."
     a, b = config_identity(stored), config_identity(requested)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+def stored_config(stored: dict) -> TrainConfig:
+    "A record's stored config as a `TrainConfig`, its stored paths (relative to the repository) made local ones."
+    return TrainConfig(**{**stored, **{k: str(local_path(stored[k])) for k in ('data_dir', 'out') if stored.get(k)}})

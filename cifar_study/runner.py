@@ -109,11 +109,11 @@ class JobOutcome:
 
 def completed_record(job: Job, options: BatchOptions):
     "The job's completed run record, when its folder holds one of this job's config (and `force` is off)."
-    from cifar_study.recipes import TrainConfig, config_differences, resolve_config
+    from cifar_study.recipes import config_differences, resolve_config, stored_config
     try: record = load_run_record(job.run_dir(options.out))
     except RunRecordError: return None
     requested = resolve_config(job.model, job.profile, seed=job.seed, **job.config_overrides)
-    if options.force or record.status != 'completed' or config_differences(TrainConfig(**record.config), requested): return None
+    if options.force or record.status != 'completed' or config_differences(stored_config(record.config), requested): return None
     return record
 
 def _mark_record_failed(run_dir: Path, cause: str, log):

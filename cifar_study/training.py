@@ -45,8 +45,9 @@ from fastcore.basics import noop
 
 from .data import cifar100_dataloaders, data_checksums
 from .models import count_flops, count_parameters, create_model
-from .recipes import RESUME_MAY_CHANGE, TrainConfig, config_differences, config_hash, resolve_config, validate_config
-from .records import (RunRecord, atomic_write_bytes, environment, load_run_record, local_path, portable_path,
+from .recipes import (RESUME_MAY_CHANGE, TrainConfig, config_differences, config_hash, resolve_config,
+                                 stored_config, validate_config)
+from .records import (RunRecord, atomic_write_bytes, environment, load_run_record, portable_path,
                                  source_diff, utc_now)
 from .run_folder import RunFolderLock, refuse_if_busy, set_aside
 
@@ -424,11 +425,6 @@ def _check_output_folder(out):
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"run folder {out}: {existing} is not writable: pass an --out folder you can write to")
 
-def _stored_config(record: RunRecord) -> TrainConfig:
-    stored = dict(record.config, data_dir=str(local_path(record.config.get('data_dir'))) if record.config.get('data_dir') else None,
-                  out=str(local_path(record.config['out'])))
-    return TrainConfig(**stored)
-
 def load_checkpoint(path) -> dict:
     "Read a checkpoint, or raise `CheckpointError` naming the cause and the fix."
     try: return torch.load(path, map_location='cpu', weights_only=False)
@@ -454,7 +450,7 @@ def plan_run(name: str, resume: bool = False, force: bool = False, command=None,
     if record is None:
         return fresh(notices=(f"nothing to resume in {run_dir}: starting a new run",) if resume else ())
     if force: return fresh(set_aside=True, notices=(f"the previous run in {run_dir} is set aside (renamed *.replaced-<time>.*)",))
-    stored = _stored_config(record)
+    stored = stored_config(record.config)
     if config_differences(stored, requested):
         raise RunExistsError(f"{run_dir} holds a run of another config ({'; '.join(config_differences(stored, requested))}): "
                              f"pass --force to set it aside and start over, or --out to write elsewhere")
