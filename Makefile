@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 study: setup
 	$(BIN)/cifar-study data check
 	$(BIN)/cifar-study run demo
-	$(BIN)/cifar-study status --plan demo
+	$(BIN)/cifar-study status --plan demo --profile demo
 	$(BIN)/cifar-study report --profile demo --out docs/demo
 
 test: setup
