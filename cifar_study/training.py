@@ -451,8 +451,8 @@ def plan_run(name: str, resume: bool = False, force: bool = False, command=None,
         return fresh(notices=(f"nothing to resume in {run_dir}: starting a new run",) if resume else ())
     if force: return fresh(set_aside=True, notices=(f"the previous run in {run_dir} is set aside (renamed *.replaced-<time>.*)",))
     stored = stored_config(record.config)
-    if config_differences(stored, requested):
-        raise RunExistsError(f"{run_dir} holds a run of another config ({'; '.join(config_differences(stored, requested))}): "
+    if differences := config_differences(stored, requested):
+        raise RunExistsError(f"{run_dir} holds a run of another config ({'; '.join(differences)}): "
                              f"pass --force to set it aside and start over, or --out to write elsewhere")
     done = f"after epoch {record.epochs[-1]['epoch'] + 1}" if record.epochs else "before its first epoch ended"
     if record.status == 'completed':
