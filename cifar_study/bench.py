@@ -34,7 +34,9 @@ from .data import CIFAR100_MEAN, CIFAR100_STD, CIFARSplit, CIFARTensors, find_ci
 from .models import count_flops, create_model, list_models
 from .recipes import resolve_config
 from .records import environment
-from .training import (ThroughputProbe, build_learner, device_settings, precision_used, training_device)
+from .distributed import device_settings, precision_used, training_device
+from .learner import build_learner
+from .training import ThroughputProbe
 
 # %% ../nbs/23_bench.ipynb #86f489b5
 def synthetic_batches(batch_size: int, count: int, device, seed: int = 0) -> list[tuple]:

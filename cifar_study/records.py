@@ -44,8 +44,11 @@ def utc_now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seco
 
 # %% ../nbs/21_records.ipynb #52247a07
 def repo_root() -> Path:
-    "The repository holding this package (its parent folder in an editable install)."
-    return Path(__import__('cifar_study').__file__).resolve().parents[1]
+    """The repository holding this package (a checkout, or an editable install of one); for an installed wheel, the
+    folder the `cifar-study` command started in (`$CIFAR_STUDY_ROOT`, which its kernels inherit), else the working one."""
+    checkout = Path(__import__('cifar_study').__file__).resolve().parents[1]
+    if (checkout/'nbs').is_dir() and (checkout/'pyproject.toml').is_file(): return checkout
+    return Path(os.environ.get('CIFAR_STUDY_ROOT') or os.getcwd()).resolve()
 
 def portable_path(path) -> str | None:
     "`path` relative to the repository root when it lies inside it or beside it, else absolute."

@@ -13,13 +13,13 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
-from .records import repo_root
 from .runner import KERNEL
 
 # %% ../nbs/41_report.ipynb #ed8877e4
-REPORT_NOTEBOOK = repo_root()/'report'/'index.ipynb'
+REPORT_NOTEBOOK = Path(str(files('cifar_study')/'templates'/'report.ipynb'))  # package data: a wheel renders reports anywhere
 DEFAULT_TITLE = 'CNN, attention, hybrid and MLP architectures on CIFAR-100'
 QUARTO_INSTALL = 'https://quarto.org/docs/get-started/'
 
@@ -48,7 +48,7 @@ def execute_report(results='results', profile: str = 'cpu-budget', out='docs', t
     if not Path(template).exists(): raise ValueError(f"report notebook {template} not found: restore it from git")
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"{DEFAULT_TITLE}: profile {profile}"
-    executed = out/Path(template).name
+    executed = out/'index.ipynb'
     try:
         papermill.execute_notebook(template, executed, parameters=dict(results=str(results), profile=profile, title=title),
                                    kernel_name=kernel, cwd=out, progress_bar=False,

@@ -39,6 +39,8 @@ def test_table1_lists_every_registered_model_with_its_status(table):
     assert sorted(table.index) == list_models()
     assert (table.loc['resnet_20', 'status'], table.loc['resnet_20', 'n']) == ('completed', 3)
     assert (table.loc['improved_resnet20_convnext', 'status'], table.loc['improved_resnet20_convnext', 'n']) == ('failed', 0)
+    failure = 'RuntimeError: failed on purpose by the test fixture'  # its first line: the traceback stays in the record
+    assert table.loc['improved_resnet20_convnext', 'errors'] == [(0, failure)]
     assert table.loc['ghost_resnet_20_r4', 'status'] == 'pending'  # a job file, no record yet
     assert table.loc['convnext_tiny', 'status'] == 'pending'       # never planned
     for model in ('improved_resnet20_convnext', 'ghost_resnet_20_r4', 'convnext_tiny'):  # never filled in
@@ -55,18 +57,22 @@ def test_table1_is_the_mean_and_std_of_the_records(table, smoke_results):
         assert row.top5 == pytest.approx(np.mean([100 * record.final['top5'] for record in records]))
         assert (row.params_m, row.mflops) == (records[0].params / 1e6, records[0].flops_per_image / 1e6)
         assert row.top1_per_mparams == pytest.approx(row.top1 / row.params_m)
+    resnet = table.loc['resnet_20']  # the example's final top-1: 10, 12, 11 of 128 images; best epochs 10, 13, 11
+    assert (resnet.top1, resnet.top1_std, resnet.best_top1) == pytest.approx((100 * 11 / 128, 100 / 128, 100 * 34 / 3 / 128))
 
 
 def test_measured_models_come_first_best_first(table):
     measured = table[table.n > 0]
     assert list(table.index[:len(measured)]) == list(measured.index)
     assert list(measured.top1) == sorted(measured.top1, reverse=True)
+    failed_next = ['resnet_20', 'ecanet20_k5', 'ghost_resnet_20', 'improved_resnet20_convnext']  # not the registry's order
+    assert list(table.index[:4]) == failed_next
 
 
 def test_format_table1_shows_mean_std_and_links_the_executed_run_notebook(table, smoke_results):
     shown = format_table1(table.reset_index(), link_from=smoke_results).set_index('model')
-    assert re.fullmatch(r'\d+\.\d\d ± \d+\.\d\d', shown.loc['resnet_20', 'final top-1 % (whole test split)'])
-    assert re.fullmatch(r'\d+\.\d\d', shown.loc['ecanet20_k5', 'final top-1 % (whole test split)'])
+    assert shown.loc['resnet_20', 'final top-1 % (whole test split)'] == '8.59 ± 0.78'  # 11 ± 1 of 128 images
+    assert shown.loc['ecanet20_k5', 'final top-1 % (whole test split)'] == '7.03'       # 9 of 128, one seed
     assert shown.loc['resnet_20', 'run notebooks'] == '[seed0](smoke/resnet_20/seed0/run.ipynb)'  # seeds 1, 2: train_model, no notebook
     assert shown.loc['convnext_tiny', 'final top-1 % (whole test split)'] == ''
 
@@ -74,7 +80,7 @@ def test_format_table1_shows_mean_std_and_links_the_executed_run_notebook(table,
 def test_table2_groups_table1_by_technique(table):
     groups = table2(table.reset_index()).set_index('technique group')
     assert list(groups.index) == list(TECHNIQUE_GROUPS)
-    assert groups.models.sum() == len(list_models())
+    assert groups.models.sum() == len(list_models()) and groups.measured.sum() == 3
     assert groups.loc['lightweight', 'best model'] == table[table.group == 'lightweight'].top1.idxmax()
 
 
@@ -83,7 +89,8 @@ def test_ablations_give_welch_intervals_and_say_when_they_cannot(study):
     baseline = [100 * r.final['top1'] for r in study.records_of('resnet_20')]
     variant = [100 * r.final['top1'] for r in study.records_of('ghost_resnet_20')]
     interval = stats.ttest_ind(variant, baseline, equal_var=False).confidence_interval(0.95)
-    assert ghost.loc['ghost_resnet_20', 'difference'] == pytest.approx(np.mean(variant) - np.mean(baseline))
+    difference = ghost.loc['ghost_resnet_20', 'difference']  # 7 - 11 of 128 images
+    assert difference == pytest.approx(np.mean(variant) - np.mean(baseline)) and difference == pytest.approx(-100 * 4 / 128)
     assert (ghost.loc['ghost_resnet_20', 'low'], ghost.loc['ghost_resnet_20', 'high']) == pytest.approx((interval.low, interval.high))
     expected = ('no interval' if math.isnan(interval.low) else 'within seed noise' if interval.low <= 0 <= interval.high
                 else 'better' if interval.low > 0 else 'worse')
@@ -110,7 +117,8 @@ def test_claims_audit_shows_ours_only_under_the_full_profile(table, smoke_result
 
 def test_summary_says_what_was_run(study, table):
     summary = study_summary(study, table.reset_index())
-    for phrase in ('synthetic (CIFAR-100 format)', '`smoke`', 'seeds 0, 1, 2', '1 failed', 'meaningless'):
+    for phrase in ('synthetic (CIFAR-100 format)', '`smoke`', 'seeds 0, 1, 2', '6 completed runs of 3 models (1 failed;',
+                   'meaningless'):
         assert phrase in summary, (phrase, summary)
 
 

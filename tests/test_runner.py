@@ -1,18 +1,22 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from fastai.callback.core import Callback
 
 from cifar_study.cli import main
-from cifar_study.plans import PLANS, expand_plans, shard
+from cifar_study.plans import PLANS, expand_plans, make_job, shard
+from cifar_study.recipes import overrides_hash
 from cifar_study.records import load_run_record
-from cifar_study.run_folder import holder_alive, read_lock
-from cifar_study.runner import batch_slots, gpu_groups, read_job_file, run_side_by_side
+from cifar_study.run_folder import RunFolder, holder_alive, read_job_file, read_lock
+from cifar_study.runner import batch_slots, gpu_groups, job_description, run_side_by_side
+from cifar_study.training import train_model
 
 BIN = Path(sys.executable).parent
 GHOST_RATIO = PLANS['ablation-ghost-ratio'].models
@@ -100,10 +104,8 @@ def test_two_runners_at_once_run_every_job_exactly_once(ghost_batch):
 
 def test_rerun_starts_no_kernel(ghost_batch):
     out, command, _ = ghost_batch
-    started = time.monotonic()
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert time.monotonic() - started < 30
     assert '4 of 4 runs already completed: skipped (no kernel started)' in rerun.stdout
     for model in GHOST_RATIO: assert len(read_job_file(out/'smoke'/model/'seed0')['attempts']) == 1
 
@@ -113,9 +115,8 @@ def test_status_lists_the_runs_without_importing_torch(ghost_batch):
     code = ("import sys\nfrom cifar_study.cli import main\n"
             f"main(['status', '--out', {str(out)!r}, '--plan', 'ablation-ghost-ratio', '--json'])\n"
             "assert 'torch' not in sys.modules")
-    started = time.monotonic()
     status = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0 and time.monotonic() - started < 5, status.stderr[-3000:]
+    assert status.returncode == 0, status.stderr[-3000:]
     report = json.loads(status.stdout)
     assert sorted(row['model'] for row in report['runs']) == sorted(GHOST_RATIO)
     assert all(row['status'] == 'completed' and row['epochs'] == row['planned_epochs'] == 2 and row['top1'] is not None
@@ -195,20 +196,6 @@ def test_shards_cover_the_plan_exactly_once(synthetic_data, tmp_path, capsys):
     assert not (tmp_path/'results').exists()
 
 
-def test_local_executor_runs_a_two_run_plan_in_separate_processes(synthetic_data, tmp_path):
-    plan = plan_file(tmp_path, 'models = ["resnet_20", "ghost_resnet_20"]\n')
-    out = tmp_path/'results'
-    runner = start(run_command(out, synthetic_data['npz'], '--plan-file', plan, '--executor', 'local', '--array-parallelism', '2'))
-    stdout, stderr = runner.communicate(timeout=600)
-    assert runner.returncode == 0, stderr[-3000:]
-    pids = set()
-    for model in ('resnet_20', 'ghost_resnet_20'):
-        run_dir = out/'smoke'/model/'seed0'
-        assert load_run_record(run_dir).status == 'completed'
-        pids.add(read_job_file(run_dir)['attempts'][0]['pid'])
-    assert len(pids) == 2 and runner.pid not in pids
-
-
 def test_gpu_assignment_without_gpus(monkeypatch):
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0,1,2,3,4')
     assert batch_slots(gpus_per_run=2) == ['0,1', '2,3']
@@ -233,3 +220,133 @@ def test_gpu_assignment_without_gpus(monkeypatch):
     def finish(job, handle): running.difference_update(handle.slot.split(','))
     run_side_by_side(range(7), batch_slots(gpus_per_run=2), submit, finish, poll_s=0)
     assert len(seen) == 7 and set(seen) == {'0,1', '2,3'}
+
+
+class InterruptAtEpoch(Callback):
+    "Ctrl-C in the middle of epoch `epoch`."
+    def __init__(self, epoch): self.at = epoch
+    def before_batch(self):
+        if self.training and self.epoch == self.at and self.iter == 2: raise KeyboardInterrupt
+
+
+def next_steps(stdout: str, out) -> dict:
+    "The dry run's 'next' column by run folder (relative to `out`)."
+    rows = [line for line in stdout.splitlines() if line.startswith('smoke/')]
+    return {line.split()[0]: line.rsplit('  ', 1)[-1].strip() for line in rows}
+
+
+def write_lock(folder, pid):
+    folder.mkdir(parents=True, exist_ok=True)
+    started = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
+    (folder/'run.lock').write_text(json.dumps(dict(host=socket.gethostname(), pid=pid, pid_start=started, since='now')))
+
+
+def test_the_dry_run_and_the_run_agree_for_every_folder_state(synthetic_data, tmp_path, capsys):
+    data, out = synthetic_data['npz'], tmp_path/'results'
+    folder = lambda seed: make_job('resnet_20', seed, 'smoke').run_dir(out)
+    train = lambda seed, **more: train_model('resnet_20', profile='smoke', seed=seed, data_dir=data, out=out, **more)
+    RunFolder(folder(1)).create_job_file(job_description(make_job('resnet_20', 1, 'smoke')))  # pending
+    done = train(2)                                                                             # completed
+    train(3)                                                                                    # completed, stale:
+    stale = json.loads((folder(3)/'record.json').read_text())                                   # as after a profile
+    (folder(3)/'record.json').write_text(json.dumps(dict(stale, config=dict(stale['config'], lr=0.05))))  # changed
+    with pytest.raises(KeyboardInterrupt): train(4, cbs=[InterruptAtEpoch(1)])                  # a checkpoint of epoch 1
+    with pytest.raises(KeyboardInterrupt): train(5, cbs=[InterruptAtEpoch(0)])                  # killed before its first
+    killed = json.loads((folder(5)/'record.json').read_text())                                  # checkpoint
+    (folder(5)/'record.json').write_text(json.dumps(dict(killed, status='running')))
+    sleeper = subprocess.Popen(['sleep', '600'])
+    try:
+        write_lock(folder(6), sleeper.pid)                                                      # busy
+        command = run_command(out, data, '--plan-file', plan_file(tmp_path, 'models = ["resnet_20"]\nseeds = [0, 1, 2, 3, 4, 5, 6]\n'))
+        main([*command[1:], '--dry-run'])
+        shown = next_steps(capsys.readouterr().out, out)
+        assert shown == {f'smoke/resnet_20/seed{seed}': step for seed, step in enumerate(
+            ['start', 'start', 'skip', 'skip (stale)', 'resume from epoch 2', 'restart', 'refuse (busy)'])}, shown
+        ran = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    for seed in (0, 1):  # start
+        assert load_run_record(folder(seed)).status == 'completed' and not load_run_record(folder(seed)).resumed_at_epochs
+    assert load_run_record(folder(2)).started_at == done.started_at and not read_job_file(folder(2))['attempts']  # skip
+    assert load_run_record(folder(3)).config['lr'] == 0.05 and not read_job_file(folder(3))['attempts']  # skip, stale
+    assert 'stale' in ran.stdout and 'lr: 0.05 -> 0.1' in ran.stdout
+    resumed = load_run_record(folder(4))
+    assert resumed.status == 'completed' and resumed.resumed_at_epochs == [1]                   # resume from epoch 2
+    assert load_run_record(folder(5)).status == 'completed' and list(folder(5).glob('record.replaced-*.json'))  # restart
+    assert not (folder(6)/'record.json').exists() and any(line.startswith('busy') and 'seed6' in line
+                                                           for line in ran.stdout.splitlines())   # refuse (busy)
+
+
+def test_a_batch_with_a_run_that_cannot_start_is_refused_whole_and_its_dry_run_says_so(synthetic_data, tmp_path, capsys):
+    data, out = synthetic_data['npz'], tmp_path/'results'
+    folder = lambda seed: make_job('resnet_20', seed, 'smoke').run_dir(out)
+    with pytest.raises(KeyboardInterrupt):
+        train_model('resnet_20', profile='smoke', seed=0, data_dir=data, out=out, cbs=[InterruptAtEpoch(1)])
+    interrupted = json.loads((folder(0)/'record.json').read_text())  # an unfinished run of another config
+    (folder(0)/'record.json').write_text(json.dumps(dict(interrupted, config=dict(interrupted['config'], lr=0.05))))
+    folder(1).mkdir(parents=True)
+    (folder(1)/'record.json').write_text('{"status": ')  # unreadable
+    before = {path: path.read_bytes() for path in out.rglob('*') if path.is_file()}
+    command = run_command(out, data, '--plan-file', plan_file(tmp_path, 'models = ["resnet_20"]\nseeds = [0, 1, 2]\n'))[1:]
+    main([*command, '--dry-run'])
+    printed = capsys.readouterr().out
+    assert next_steps(printed, out) == {'smoke/resnet_20/seed0': 'refuse (other-config)',
+                                        'smoke/resnet_20/seed1': 'refuse (unreadable)', 'smoke/resnet_20/seed2': 'start'}
+    assert 'run would refuse the batch and start nothing (2 cannot start)' in printed
+    one_line_refusal(capsys, command, '2 of 3 runs cannot start, so none was started', 'another config (lr: 0.05 -> 0.1)',
+                     '--force')
+    assert {path: path.read_bytes() for path in out.rglob('*') if path.is_file()} == before and not folder(2).exists()
+
+
+def test_train_and_run_write_one_layout(synthetic_data, tmp_path, capsys):
+    data, out = synthetic_data['npz'], tmp_path/'results'
+    trained = subprocess.run([BIN/'cifar-study', 'train', 'ghost_resnet_20', '--profile', 'smoke', '--epochs', '1',
+                              '--data-dir', data, '--out', out], capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    plan = plan_file(tmp_path, 'models = ["ghost_resnet_20"]\n[overrides.ghost_resnet_20]\nepochs = 1\n')
+    main([*run_command(out, data, '--plan-file', plan)[1:], '--dry-run'])
+    [(folder, step)] = next_steps(capsys.readouterr().out, out).items()
+    assert step == 'skip' and (out/folder/'record.json').exists()  # the run that `train` wrote
+    assert folder == f"smoke/ghost_resnet_20-{overrides_hash({'epochs': 1})}/seed0"
+    assert load_run_record(out/folder).run_name == f"ghost_resnet_20-{overrides_hash({'epochs': 1})}-smoke-seed0"
+
+
+def test_gpus_per_run_trains_one_run_with_ddp_processes(synthetic_data, tmp_path):
+    "Two 'GPUs' that this CPU machine does not have: the run trains with 2 CPU processes (gloo), started by its notebook."
+    out = tmp_path/'results'
+    plan = plan_file(tmp_path, 'models = ["resnet_20"]\n')
+    runner = subprocess.run(run_command(out, synthetic_data['npz'], '--plan-file', plan, '--gpus-per-run', '2'),
+                            capture_output=True, text=True, timeout=900,
+                            env=dict(os.environ, CUDA_VISIBLE_DEVICES='0,1', OMP_NUM_THREADS='1'))
+    assert runner.returncode == 0, runner.stderr[-3000:]
+    run_dir = out/'smoke'/'resnet_20'/'seed0'
+    record = load_run_record(run_dir)
+    assert record.status == 'completed' and record.distributed['world_size'] == 2
+    assert record.distributed['train_samples_per_process'] == [96, 96]  # 200 images: 6 batches of 32, 3 per process
+    assert read_job_file(run_dir)['attempts'][0]['gpus'] == '0,1'
+    log = (run_dir/'run.log').read_text()
+    assert log.count('resnet_20-smoke-seed0 epoch 2/2') == 1 and 'gpus = 2' in (run_dir/'run.ipynb').read_text()
+
+
+def test_a_local_executor_runs_each_run_in_its_own_process_and_stopping_it_stops_them(synthetic_data, tmp_path):
+    plan = plan_file(tmp_path, 'models = ["resnet_20"]\n[overrides.resnet_20]\nepochs = 60\ntrain_limit = 32\ntest_limit = 32\n')
+    out = tmp_path/'results'
+    command = run_command(out, synthetic_data['npz'], '--plan-file', plan, '--executor', 'local')
+    runner = start(command)
+    run_dir = lambda: next((out/'smoke').glob('resnet_20-*/seed0'), None)
+    wait_until(lambda: run_dir() and training_with_checkpoint(run_dir()), what='the run to train')
+    kernel = live_lock_holder(run_dir())
+    runner.send_signal(signal.SIGTERM)
+    runner.communicate(timeout=180)
+    assert runner.returncode != 0
+    holder = dict(host=socket.gethostname(), pid=kernel)
+    wait_until(lambda: not holder_alive(holder), timeout_s=30, what='the kernel to stop')
+    worker = read_job_file(run_dir())['attempts'][-1]
+    assert worker['pid'] != runner.pid  # the run ran in a process of its own
+    assert worker['outcome'] == 'interrupted' and not holder_alive(dict(host=socket.gethostname(), pid=worker['pid']))
+    restarted = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    record = load_run_record(run_dir())
+    assert record.status == 'completed' and len(record.epochs) == 60 and record.resumed_at_epochs

@@ -1,5 +1,7 @@
+import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import signal
@@ -19,15 +21,23 @@ import cifar_study.records as records
 import cifar_study.training as training
 from cifar_study.cli import main
 from cifar_study.data import CIFAR100_MEAN, CIFAR100_STD, find_cifar100, load_split, write_synthetic_cifar100
+from cifar_study.distributed import device_settings, precision_used
+from cifar_study.learner import BatchMixUp, InferenceModeEval, MetricsOnDevice, build_learner, lr_schedule
 from cifar_study.models import create_model
-from cifar_study.recipes import resolve_config
+from cifar_study.recipes import config_overrides, overrides_hash, resolve_config, run_folder_path
 from cifar_study.records import RunRecordError, load_run_record
-from cifar_study.training import (BatchMixUp, RunExistsError, RunFailedError, build_learner, lr_schedule, plan_budget,
-                                  plan_run, precision_used, run, train_model)
+from cifar_study.training import RunExistsError, RunFailedError, plan_budget, plan_run, run, train_model
 
 BIN = Path(sys.executable).parent
 EPOCH_METRICS = ('steps', 'train_loss', 'test_loss', 'top1', 'top5', 'lr')
 RUN = 'resnet_20-smoke-seed0'
+
+
+def run_dir(out) -> Path:
+    "The folder of the one ResNet-20 smoke run under `out` (`smoke/resnet_20[-<hash of its overrides>]/seed0`)."
+    found = list(Path(out).glob('smoke/resnet_20*/seed0'))
+    assert len(found) <= 1, found
+    return found[0] if found else Path(out)/'smoke'/'resnet_20'/'seed0'
 
 
 def smoke(out, data, **overrides):
@@ -35,13 +45,17 @@ def smoke(out, data, **overrides):
     return train_model('resnet_20', profile='smoke', data_dir=data, out=out, **overrides)
 
 
-def cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    "Run the `cifar-study` console script."
-    return subprocess.run([BIN/'cifar-study', *map(str, args)], capture_output=True, text=True, **kwargs)
+def cli(*args) -> subprocess.CompletedProcess:
+    "The command line's exit status, stdout and stderr, run in this process (`main`, the console script's own code)."
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try: code = main(list(map(str, args))) or 0
+        except SystemExit as ended: code = ended.code if isinstance(ended.code, int) else int(ended.code is not None)
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
-def cli_train(out, data, *args, **kwargs):
-    return cli('train', 'resnet_20', '--profile', 'smoke', '--data-dir', data, '--out', out, *args, **kwargs)
+def cli_train(out, data, *args):
+    return cli('train', 'resnet_20', '--profile', 'smoke', '--data-dir', data, '--out', out, *args)
 
 
 def assert_one_line_refusal(result, *phrases, status=2):
@@ -85,9 +99,9 @@ class ChannelsLastSeen(Callback):
 
 def test_smoke_run_writes_a_complete_record(tmp_path, synthetic_data):
     record = smoke(tmp_path, synthetic_data['npz'], epochs=4, train_limit=200)
-    run_dir = tmp_path/RUN
-    assert (run_dir/'checkpoint.pt').exists()
-    loaded = load_run_record(run_dir)
+    folder = run_dir(tmp_path)
+    assert (folder/'checkpoint.pt').exists()
+    loaded = load_run_record(folder)
     assert loaded.status == 'completed' and len(loaded.epochs) == 4 and loaded.schema_version == 3
     assert loaded.epochs[-1]['train_loss'] < loaded.epochs[0]['train_loss']
     assert loaded.params == 278_324 and loaded.flops_per_image > 0
@@ -123,14 +137,14 @@ def test_record_carries_git_state_and_the_diff_of_a_dirty_tree(tmp_path, synthet
     (repo/'nbs'/'new_idea.py').write_text('LEARNING_RATE = 0.4\n')  # an untracked source file makes the tree dirty
     dirty = smoke(tmp_path/'dirty', synthetic_data['npz'], epochs=1)
     assert dirty.environment['git']['dirty'] is True and dirty.source_diff == 'source.diff'
-    assert '+LEARNING_RATE = 0.4' in (tmp_path/'dirty'/RUN/'source.diff').read_text()
+    assert '+LEARNING_RATE = 0.4' in (run_dir(tmp_path/'dirty')/'source.diff').read_text()
 
 
 def test_paths_beside_the_repository_are_stored_relative_to_it(tmp_path, synthetic_data, monkeypatch):
     monkeypatch.setattr(records, 'repo_root', lambda: tmp_path)  # the synthetic data lie beside it, runs inside it
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path/'runs', synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
-    stored = json.loads((tmp_path/'runs'/RUN/'record.json').read_text())
+    stored = json.loads((run_dir(tmp_path/'runs')/'record.json').read_text())
     beside = f"../{synthetic_data['npz'].parent.name}/npz"
     assert (stored['config']['out'], stored['config']['data_dir'], stored['data']['root']) == ('runs', beside, beside)
     assert str(tmp_path) not in json.dumps(stored)
@@ -143,7 +157,7 @@ def test_resumed_run_repeats_an_uninterrupted_one(tmp_path, synthetic_data):
     straight = smoke(tmp_path/'straight', synthetic_data['npz'], **heavy)
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path/'resumed', synthetic_data['npz'], cbs=[InterruptMidEpoch(1)], **heavy)
-    interrupted = load_run_record(tmp_path/'resumed'/RUN)
+    interrupted = load_run_record(run_dir(tmp_path/'resumed'))
     assert interrupted.status == 'interrupted' and len(interrupted.epochs) == 1
     with pytest.raises(RunExistsError, match='pass --resume'):
         smoke(tmp_path/'resumed', synthetic_data['npz'], **heavy)
@@ -166,29 +180,42 @@ def test_resume_restores_the_loss_scaler(tmp_path, synthetic_data):
             self.learn.scaler.state['scale'] /= 2
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path, synthetic_data['npz'], epochs=3, cbs=[AttachScaler(), InterruptMidEpoch(1)])
-    assert torch.load(tmp_path/RUN/'checkpoint.pt', weights_only=False)['scaler'] == dict(scale=512.0)
+    assert torch.load(run_dir(tmp_path)/'checkpoint.pt', weights_only=False)['scaler'] == dict(scale=512.0)
     smoke(tmp_path, synthetic_data['npz'], epochs=3, resume=True, cbs=[AttachScaler()])
-    assert torch.load(tmp_path/RUN/'checkpoint.pt', weights_only=False)['scaler'] == dict(scale=128.0)
+    assert torch.load(run_dir(tmp_path)/'checkpoint.pt', weights_only=False)['scaler'] == dict(scale=128.0)
+
+
+def change_stored_config(run_dir, **changes):
+    "Rewrite a record's stored config, as a profile whose defaults changed after the run would leave it."
+    raw = json.loads((run_dir/'record.json').read_text())
+    (run_dir/'record.json').write_text(json.dumps(dict(raw, config=dict(raw['config'], **changes))))
 
 
 def test_resume_keeps_the_stored_config(tmp_path, synthetic_data):
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
-    with pytest.raises(RunExistsError, match=r"holds a run of another config \(lr: 0.1 -> 0.5\): pass --force"):
-        smoke(tmp_path, synthetic_data['npz'], resume=True, lr=0.5)
+    change_stored_config(run_dir(tmp_path), lr=0.5)
+    with pytest.raises(RunExistsError, match=r"holds a interrupted run of another config \(lr: 0.5 -> 0.1\): pass --force"):
+        smoke(tmp_path, synthetic_data['npz'], resume=True)
 
 
-def test_a_different_config_never_replaces_a_run_unless_forced(tmp_path, synthetic_data):
+def test_another_config_gets_its_own_folder_and_never_replaces_a_run_unless_forced(tmp_path, synthetic_data):
     smoke(tmp_path, synthetic_data['npz'], epochs=1)
-    result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1', '--lr', '0.05')
-    assert_one_line_refusal(result, 'holds a run of another config (lr: 0.1 -> 0.05)', '--force')
-    assert load_run_record(tmp_path/RUN).config['lr'] == 0.1
+    other = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1', '--lr', '0.05')
+    assert other.returncode == 0, other.stderr
+    folders = {load_run_record(path.parent).config['lr']: path.parent for path in tmp_path.glob('smoke/*/seed0/record.json')}
+    assert sorted(folders) == [0.05, 0.1]
+    ours = folders[0.1]
+    change_stored_config(ours, lr=0.2)  # completed under a recipe that has changed since
+    result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1')
+    assert_one_line_refusal(result, 'holds a completed run of another config (lr: 0.2 -> 0.1)', '--force')
+    assert load_run_record(ours).config['lr'] == 0.2
 
 
 def test_a_config_field_added_later_does_not_make_an_old_run_another_run(tmp_path, synthetic_data):
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
-    path = tmp_path/RUN/'record.json'
+    path = run_dir(tmp_path)/'record.json'
     older = json.loads(path.read_text())
     del older['config']['batch_augment']  # as written before the field existed, with the hash of that time
     path.write_text(json.dumps(dict(older, config_hash='0123456789abcdef')))
@@ -198,14 +225,13 @@ def test_a_config_field_added_later_does_not_make_an_old_run_another_run(tmp_pat
 
 def test_finished_run_is_never_overwritten_unless_forced(tmp_path, synthetic_data):
     first = smoke(tmp_path, synthetic_data['npz'], epochs=1)
-    first_weights = (tmp_path/RUN/'checkpoint.pt').read_bytes()
+    first_weights = (run_dir(tmp_path)/'checkpoint.pt').read_bytes()
     with pytest.raises(RunExistsError, match='completed run: pass --force'):
         smoke(tmp_path, synthetic_data['npz'], epochs=1)
-    with pytest.raises(RunExistsError):
-        smoke(tmp_path, synthetic_data['npz'], epochs=1, resume=True)
+    assert smoke(tmp_path, synthetic_data['npz'], epochs=1, resume=True).started_at == first.started_at  # skipped: done
     smoke(tmp_path, synthetic_data['npz'], epochs=1, force=True)
-    kept_records = list((tmp_path/RUN).glob('record.replaced-*.json'))
-    kept_checkpoints = list((tmp_path/RUN).glob('checkpoint.replaced-*.pt'))
+    kept_records = list((run_dir(tmp_path)).glob('record.replaced-*.json'))
+    kept_checkpoints = list((run_dir(tmp_path)).glob('checkpoint.replaced-*.pt'))
     assert len(kept_records) == 1 and json.loads(kept_records[0].read_text())['started_at'] == first.started_at
     assert len(kept_checkpoints) == 1 and kept_checkpoints[0].read_bytes() == first_weights
 
@@ -213,21 +239,21 @@ def test_finished_run_is_never_overwritten_unless_forced(tmp_path, synthetic_dat
 def test_resume_with_nothing_to_resume_says_so_and_starts(tmp_path, synthetic_data):
     result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1', '--resume')
     assert result.returncode == 0, result.stderr
-    assert f"nothing to resume in {tmp_path/RUN}: starting a new run" in result.stdout
-    assert load_run_record(tmp_path/RUN).status == 'completed'
+    assert f"nothing to resume in {run_dir(tmp_path)}: starting a new run" in result.stdout
+    assert load_run_record(run_dir(tmp_path)).status == 'completed'
 
 
 def test_run_killed_before_its_first_checkpoint_starts_again_and_says_so(tmp_path, synthetic_data):
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(0)])
-    assert not (tmp_path/RUN/'checkpoint.pt').exists()
-    (tmp_path/RUN/'.checkpoint.pt.x1y2.tmp').write_bytes(b'half of a killed write')
+    assert not (run_dir(tmp_path)/'checkpoint.pt').exists()
+    (run_dir(tmp_path)/'.checkpoint.pt.x1y2.tmp').write_bytes(b'half of a killed write')
     result = cli_train(tmp_path, synthetic_data['npz'], '--resume')
     assert result.returncode == 0, result.stderr
-    assert 'stopped before its first checkpoint: starting it again' in result.stdout
-    assert load_run_record(tmp_path/RUN).status == 'completed'
-    assert len(list((tmp_path/RUN).glob('record.replaced-*.json'))) == 1
-    assert not list((tmp_path/RUN).glob('.*.tmp'))  # the killed write's leftover is cleaned when the folder is locked
+    assert 'with no checkpoint to resume from (0 epochs recorded): starting it again' in result.stdout
+    assert load_run_record(run_dir(tmp_path)).status == 'completed'
+    assert len(list((run_dir(tmp_path)).glob('record.replaced-*.json'))) == 1
+    assert not list((run_dir(tmp_path)).glob('.*.tmp'))  # the killed write's leftover is cleaned when the folder is locked
 
 
 def test_failed_run_is_recorded_with_its_error(tmp_path, synthetic_data):
@@ -235,7 +261,7 @@ def test_failed_run_is_recorded_with_its_error(tmp_path, synthetic_data):
         def after_epoch(self): raise RuntimeError('disk on fire')
     with pytest.raises(RunFailedError, match=f"(?s){RUN} failed: RuntimeError: .*disk on fire"):
         smoke(tmp_path, synthetic_data['npz'], cbs=[Boom()])
-    record = load_run_record(tmp_path/RUN)
+    record = load_run_record(run_dir(tmp_path))
     assert record.status == 'failed' and 'disk on fire' in record.error and 'Traceback' in record.error
 
 
@@ -246,8 +272,8 @@ def test_cli_reports_a_failure_inside_the_loop_in_one_line(tmp_path, synthetic_d
         main(['train', 'resnet_20', '--profile', 'smoke', '--data-dir', str(synthetic_data['npz']), '--out', str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 1 and len(err.splitlines()) == 1 and 'Traceback' not in err
-    assert 'gradient went somewhere odd' in err and str(tmp_path/RUN/'record.json') in err
-    assert 'Traceback' in load_run_record(tmp_path/RUN).error
+    assert 'gradient went somewhere odd' in err and str(run_dir(tmp_path)/'record.json') in err
+    assert 'Traceback' in load_run_record(run_dir(tmp_path)).error
 
 
 def test_full_disk_marks_the_run_failed_and_says_what_to_do(tmp_path, synthetic_data, monkeypatch, capsys):
@@ -261,7 +287,7 @@ def test_full_disk_marks_the_run_failed_and_says_what_to_do(tmp_path, synthetic_
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and len(err.splitlines()) == 1 and 'Traceback' not in err
     assert 'no space left on the device' in err and 'checkpoint.pt' in err and '--out' in err
-    record = load_run_record(tmp_path/RUN)
+    record = load_run_record(run_dir(tmp_path))
     assert record.status == 'failed' and 'No space left' in record.error
 
 
@@ -280,7 +306,7 @@ def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
     # per-epoch evaluations on the named subset, the final one on the whole test split
     assert record.data['epoch_test_images'] == 50 and record.data['epoch_test_rule']
     assert record.final['test_images'] == 100 and record.final['seconds'] >= 0
-    top1, top5 = evaluate_checkpoint(tmp_path/RUN, synthetic_data['npz'])
+    top1, top5 = evaluate_checkpoint(run_dir(tmp_path), synthetic_data['npz'])
     assert record.final['top1'] == pytest.approx(top1, abs=1e-6) and record.final['top5'] == pytest.approx(top5, abs=1e-6)
 
 
@@ -374,7 +400,7 @@ def test_bad_data_ends_a_train_command_in_one_line(tmp_path, synthetic_data):
     (broken/'meta.json').write_text(json.dumps(meta))
     result = cli_train(tmp_path/'runs', broken)
     assert_one_line_refusal(result, 'train.npz')
-    assert 'allow_pickle' not in result.stderr and not (tmp_path/'runs'/RUN).exists()
+    assert 'allow_pickle' not in result.stderr and not (run_dir(tmp_path/'runs')).exists()
 
 
 def test_bench_rejects_a_batch_of_zero():
@@ -387,11 +413,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, synthetic_data):
     result = cli_train(tmp_path/'runs', synthetic_data['npz'], '--epochs', '3', '--dry-run')
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert plan['run'] == RUN and plan['config']['epochs'] == 3 and plan['start_epoch'] == 0
+    overrides = config_overrides(resolve_config('resnet_20', 'smoke', epochs=3))
+    assert plan['run'] == f"resnet_20-{overrides_hash(overrides)}-smoke-seed0" and overrides == {'epochs': 3}
+    assert plan['run_dir'] == str(tmp_path/'runs'/'smoke'/f"resnet_20-{overrides_hash(overrides)}"/'seed0')
+    assert (plan['action'], plan['config']['epochs'], plan['start_epoch']) == ('start', 3, 0)
     assert plan['precision']['used'] == 'fp32' and plan['device'] == 'cpu' and len(plan['config_hash']) == 16
     assert not (tmp_path/'runs').exists()
     shown = json.loads(cli('train', 'resnet_20', '--show-profile', 'cpu-budget', '--out', tmp_path/'runs').stdout)
-    assert shown['config']['budget_s'] == 120.0 and shown['steps'] == 'planned from the budget when the run starts'
+    assert shown['config']['budget_s'] == 120.0 and shown['settled_when_the_run_starts'] == ['steps', 'epochs']
+    assert shown['config']['steps'] == shown['config']['epochs'] == training.SETTLED_BY_THE_PROBE
 
 
 def test_command_line_starts_without_torch():
@@ -404,12 +434,12 @@ def test_command_line_starts_without_torch():
 def test_corrupt_checkpoint_on_resume_is_refused_and_nothing_changes(tmp_path, synthetic_data):
     with pytest.raises(KeyboardInterrupt):
         smoke(tmp_path, synthetic_data['npz'], cbs=[InterruptMidEpoch(1)])
-    checkpoint = tmp_path/RUN/'checkpoint.pt'
+    checkpoint = run_dir(tmp_path)/'checkpoint.pt'
     checkpoint.write_bytes(checkpoint.read_bytes()[:5000])  # truncated
-    before = {p.name: p.read_bytes() for p in (tmp_path/RUN).iterdir()}
+    before = {p.name: p.read_bytes() for p in (run_dir(tmp_path)).iterdir()}
     result = cli_train(tmp_path, synthetic_data['npz'], '--resume')
     assert_one_line_refusal(result, 'checkpoint.pt cannot be read', 'truncated or corrupt', '--force')
-    assert {p.name: p.read_bytes() for p in (tmp_path/RUN).iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (run_dir(tmp_path)).iterdir()} == before
 
 
 def test_two_concurrent_runs_on_one_folder(tmp_path, synthetic_data):
@@ -423,19 +453,19 @@ def test_two_concurrent_runs_on_one_folder(tmp_path, synthetic_data):
     assert line.startswith('cifar-study: error: ') and 'Traceback' not in refused
     assert any(reason in line for reason in ('is in use by pid', 'holds a running run', 'holds a completed run',
                                              'changed after this run was planned')), line
-    record = load_run_record(tmp_path/RUN)
+    record = load_run_record(run_dir(tmp_path))
     assert record.status == 'completed' and [row['epoch'] for row in record.epochs] == [0, 1, 2]
-    assert not (tmp_path/RUN/'run.lock').exists()
+    assert not (run_dir(tmp_path)/'run.lock').exists()
 
 
 def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, synthetic_data):
-    run_dir = tmp_path/RUN
-    run_dir.mkdir()
+    folder = run_folder_path(resolve_config('resnet_20', 'smoke', epochs=1), tmp_path)
+    folder.mkdir(parents=True)
     sleeper = subprocess.Popen(['sleep', '60'])
     try:
         started = Path(f'/proc/{sleeper.pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
         holder = dict(host=socket.gethostname(), pid=sleeper.pid, pid_start=started, since='now', command=['sleep', '60'])
-        (run_dir/'run.lock').write_text(json.dumps(holder))
+        (folder/'run.lock').write_text(json.dumps(holder))
         assert_one_line_refusal(cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1'),
                                 f'is in use by pid {sleeper.pid} on {socket.gethostname()}')
     finally:
@@ -444,28 +474,28 @@ def test_a_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, synthetic_da
     result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1')
     assert result.returncode == 0, result.stderr
     assert f'taking over the lock of pid {sleeper.pid}' in result.stdout
-    assert load_run_record(run_dir).status == 'completed' and not (run_dir/'run.lock').exists()
+    assert load_run_record(folder).status == 'completed' and not (folder/'run.lock').exists()
 
 
 def test_killed_cli_run_resumes_to_completion(tmp_path, synthetic_data):
     command = [BIN/'cifar-study', 'train', 'resnet_20', '--profile', 'smoke', '--epochs', '12',
                '--data-dir', str(synthetic_data['npz']), '--out', str(tmp_path)]
-    run_dir = tmp_path/RUN
+    folder = run_folder_path(resolve_config('resnet_20', 'smoke', epochs=12), tmp_path)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     def checkpointed():  # the checkpoint is written just after the record: wait for it
-        return (run_dir/'checkpoint.pt').exists()
+        return (folder/'checkpoint.pt').exists()
     while not checkpointed() and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed = load_run_record(run_dir)
+    killed = load_run_record(folder)
     assert killed.status == 'running' and 1 <= len(killed.epochs) < 12
-    assert json.loads((run_dir/'run.lock').read_text())['pid'] == process.pid  # left behind by the killed process
+    assert json.loads((folder/'run.lock').read_text())['pid'] == process.pid  # left behind by the killed process
     result = subprocess.run([*command, '--resume'], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert f'taking over the lock of pid {process.pid}' in result.stdout
-    record = load_run_record(run_dir)
+    record = load_run_record(folder)
     assert record.status == 'completed' and [row['epoch'] for row in record.epochs] == list(range(12))
     assert record.resumed_at_epochs and record.resumed_at_epochs[0] >= 1
     assert record.command[:3] == ['cifar-study', 'train', 'resnet_20']
@@ -479,10 +509,10 @@ def test_two_process_cpu_ddp(tmp_path):
                              str(Path(__file__).parent/'ddp_worker.py'), str(out), str(data)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == [RUN, 'seen-rank0.json', 'seen-rank1.json']
-    assert {'checkpoint.pt', 'record.json'} <= {p.name for p in (out/RUN).iterdir()}
+    assert sorted(p.name for p in out.iterdir()) == ['seen-rank0.json', 'seen-rank1.json', 'smoke']
+    assert {'checkpoint.pt', 'record.json'} <= {p.name for p in (run_dir(out)).iterdir()}
     assert result.stdout.count('epoch 1/2') == 1  # only rank 0 logs
-    record = load_run_record(out/RUN)
+    record = load_run_record(run_dir(out))
     assert record.status == 'completed' and record.distributed['world_size'] == 2
     assert record.distributed['backend'] == 'gloo' and record.distributed['train_samples_per_process'] == [128, 128]
     seen = [set(json.loads((out/f'seen-rank{rank}.json').read_text())) for rank in (0, 1)]
@@ -490,14 +520,14 @@ def test_two_process_cpu_ddp(tmp_path):
     everything = {hashlib.sha1(image.tobytes()).hexdigest() for image in train.images}
     assert len(everything) == 256 and len(seen[0]) == len(seen[1]) == 128
     assert not seen[0] & seen[1] and seen[0] | seen[1] == everything  # each process saw its own half
-    top1, top5 = evaluate_checkpoint(out/RUN, data)  # metrics gathered over both processes match a plain evaluation
+    top1, top5 = evaluate_checkpoint(run_dir(out), data)  # metrics gathered over both processes match a plain evaluation
     assert record.final['test_images'] == 128
     assert record.final['top1'] == pytest.approx(top1, abs=1e-6) and record.final['top5'] == pytest.approx(top5, abs=1e-6)
 
 
 def test_record_loader_rejects_bad_records_and_migrates_old_ones(tmp_path, synthetic_data):
     smoke(tmp_path, synthetic_data['npz'], epochs=1)
-    path = tmp_path/RUN/'record.json'
+    path = run_dir(tmp_path)/'record.json'
     raw = json.loads(path.read_text())
     for broken, message in ((dict(raw, schema_version=99), 'schema version 99, this code reads 1 to 3'),
                             (dict(raw, params='many'), "'params' should be int"),
@@ -537,7 +567,7 @@ def test_compiled_run_checkpoints_plain_weights(tmp_path, synthetic_data):
     # torch.compile on CPU (inductor, ~40 s here): the checkpoint must load into an uncompiled model
     record = smoke(tmp_path, synthetic_data['npz'], epochs=1, compile=True)
     assert record.status == 'completed' and record.config['compile'] is True
-    weights = torch.load(tmp_path/RUN/'checkpoint.pt', weights_only=False)['model']
+    weights = torch.load(run_dir(tmp_path)/'checkpoint.pt', weights_only=False)['model']
     create_model('resnet_20').load_state_dict(weights)
 
 
@@ -575,7 +605,7 @@ def test_metrics_stay_on_the_device_and_give_fastais_numbers(synthetic_data):
     learn = fit_smoke_learner(synthetic_data['npz'], cbs=[reads])
     assert reads.calls == 0  # no read of the loss or the metrics per training batch
     fastai_reads = HostReads()
-    plain = fit_smoke_learner(synthetic_data['npz'], cbs=[fastai_reads], without=[training.MetricsOnDevice])
+    plain = fit_smoke_learner(synthetic_data['npz'], cbs=[fastai_reads], without=[MetricsOnDevice])
     assert fastai_reads.calls >= 6  # fastai's own meters read the loss after every batch
     assert learn.recorder.values == plain.recorder.values  # train loss, test loss, top-1, top-5: the same numbers
     assert learn.recorder.loss.__class__ is plain.recorder.loss.__class__  # fastai's meters are back after the fit
@@ -591,7 +621,7 @@ def test_evaluation_runs_in_inference_mode(synthetic_data):
     assert {mode for training_batch, mode in seen.modes if training_batch} == {False}
     assert not torch.is_inference_mode_enabled()
     seen = ModeSeen()
-    fit_smoke_learner(synthetic_data['npz'], cbs=[seen], without=[training.InferenceModeEval])
+    fit_smoke_learner(synthetic_data['npz'], cbs=[seen], without=[InferenceModeEval])
     assert not any(mode for _, mode in seen.modes)
 
 
@@ -605,9 +635,9 @@ def test_full_and_fast_plan_the_batched_path_and_settle_auto_for_the_device(tmp_
     assert plan.device_settings == dict(channels_last=dict(requested='auto', used=False),
                                         compile=dict(requested='auto', used=False))
     assert plan.describe()['device_settings'] == plan.device_settings
-    on_cuda = training.device_settings(plan.config, torch.device('cuda'))
+    on_cuda = device_settings(plan.config, torch.device('cuda'))
     assert on_cuda['channels_last']['used'] and on_cuda['compile']['used']
-    forced = training.device_settings(replace(plan.config, compile=True, channels_last=False), torch.device('cpu'))
+    forced = device_settings(replace(plan.config, compile=True, channels_last=False), torch.device('cpu'))
     assert forced['compile']['used'] and not forced['channels_last']['used']
 
 
@@ -631,3 +661,14 @@ def test_switches_on_the_command_line(tmp_path, synthetic_data):
     assert full()['config']['batch_augment'] is True and full('--batch-augment', 'no')['config']['batch_augment'] is False
     refused = cli_train(tmp_path, synthetic_data['npz'], '--compile', 'maybe')
     assert refused.returncode == 2 and 'yes, no or auto' in refused.stderr
+
+
+def test_a_run_in_the_old_layout_is_named_with_the_command_that_moves_it(tmp_path, synthetic_data):
+    smoke(tmp_path, synthetic_data['npz'], epochs=1)
+    old = tmp_path/'resnet_20-smoke-seed0'  # where earlier versions put it: <out>/<model>-<profile>-seed<k>
+    run_dir(tmp_path).rename(old)
+    result = cli_train(tmp_path, synthetic_data['npz'], '--epochs', '1')
+    new = run_folder_path(resolve_config('resnet_20', 'smoke', epochs=1), tmp_path)
+    assert_one_line_refusal(result, f'{old} holds this run in the old layout', f'mv {old} {new}')
+    assert not new.exists() and load_run_record(old).status == 'completed'
+    assert cli_train(tmp_path, synthetic_data['npz'], '--epochs', '2', '--dry-run').returncode == 0  # another run: no match
