@@ -156,6 +156,9 @@ def print_dry_run(jobs: list, options):
     refused = [d for d in decisions if d.action == 'refuse' and d.reason != 'busy']
     verdict = (f"run would refuse the batch and start nothing ({len(refused)} cannot start)" if refused else
                f"{counts['start'] + counts['resume'] + counts['restart']} of {len(rows)} runs would start or resume")
+    budgeted = sum(bool(job.config().budget_s) and d.action in ('start', 'restart') for job, d in zip(jobs, decisions))
+    if budgeted: print(f"{budgeted} of the runs that would start train to a time budget: their steps and epochs are settled "
+                       f"when each starts, by its speed probe")
     print(f"dry run: {verdict}; " + ', '.join(f"{n} {action}" for action, n in counts.items() if n) + "; nothing was started")
 
 def run_plans(args):

@@ -350,3 +350,11 @@ def test_a_local_executor_runs_each_run_in_its_own_process_and_stopping_it_stops
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     record = load_run_record(run_dir())
     assert record.status == 'completed' and len(record.epochs) == 60 and record.resumed_at_epochs
+
+
+def test_the_dry_run_says_which_parts_of_a_budgeted_run_are_settled_when_it_starts(synthetic_data, tmp_path, capsys):
+    main([*run_command(tmp_path/'results', synthetic_data['npz'], 'demo')[1:], '--dry-run'])
+    printed = capsys.readouterr().out
+    assert '3 of the runs that would start train to a time budget: their steps and epochs are settled' in printed
+    assert 'dry run: 3 of 3 runs would start or resume; 3 start; nothing was started' in printed
+    assert not (tmp_path/'results').exists()
