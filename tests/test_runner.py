@@ -330,8 +330,10 @@ def test_gpus_per_run_trains_one_run_with_ddp_processes(synthetic_data, tmp_path
     assert log.count('resnet_20-smoke-seed0 epoch 2/2') == 1 and 'gpus = 2' in (run_dir/'run.ipynb').read_text()
 
 
-def test_a_local_executor_runs_each_run_in_its_own_process_and_stopping_it_stops_them(synthetic_data, tmp_path):
-    plan = plan_file(tmp_path, 'models = ["resnet_20"]\n[overrides.resnet_20]\nepochs = 60\ntrain_limit = 32\ntest_limit = 32\n')
+def test_a_local_executor_runs_each_run_in_its_own_process_and_stopping_it_stops_them(synthetic_data, tmp_path, capsys):
+    """SIGTERM to a runner stops the run it started in a worker process; the same command then resumes it (its dry run
+    says so: the dry run and the run agree, as tested above, and a killed runner's restart is run to its end above)."""
+    plan = plan_file(tmp_path, 'models = ["resnet_20"]\n[overrides.resnet_20]\nepochs = 1000\ntrain_limit = 32\ntest_limit = 32\n')
     out = tmp_path/'results'
     command = run_command(out, synthetic_data['npz'], '--plan-file', plan, '--executor', 'local')
     runner = start(command)
@@ -341,15 +343,14 @@ def test_a_local_executor_runs_each_run_in_its_own_process_and_stopping_it_stops
     runner.send_signal(signal.SIGTERM)
     runner.communicate(timeout=180)
     assert runner.returncode != 0
-    holder = dict(host=socket.gethostname(), pid=kernel)
-    wait_until(lambda: not holder_alive(holder), timeout_s=30, what='the kernel to stop')
+    wait_until(lambda: not holder_alive(dict(host=socket.gethostname(), pid=kernel)), timeout_s=30, what='the kernel to stop')
     worker = read_job_file(run_dir())['attempts'][-1]
     assert worker['pid'] != runner.pid  # the run ran in a process of its own
     assert worker['outcome'] == 'interrupted' and not holder_alive(dict(host=socket.gethostname(), pid=worker['pid']))
-    restarted = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
-    record = load_run_record(run_dir())
-    assert record.status == 'completed' and len(record.epochs) == 60 and record.resumed_at_epochs
+    stopped = load_run_record(run_dir())
+    assert stopped.status in ('running', 'interrupted') and 1 <= len(stopped.epochs) < 1000
+    main([*command[1:], '--dry-run'])
+    assert next_steps(capsys.readouterr().out, out)[str(run_dir().relative_to(out))].startswith('resume from epoch ')
 
 
 def test_the_dry_run_says_which_parts_of_a_budgeted_run_are_settled_when_it_starts(synthetic_data, tmp_path, capsys):
