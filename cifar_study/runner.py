@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from importlib.resources import files
@@ -116,6 +117,8 @@ def run_job(job: Job, options: BatchOptions, gpus: str | None = None) -> JobOutc
     folder = RunFolder(job.run_dir(options.out))
     run_dir, description = folder.path, job_description(job)
     folder.create_job_file(description)
+    if threading.current_thread() is threading.main_thread():  # a process started in the background ignores SIGINT,
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # which is how a runner stops its workers (stop_workers)
     if gpus is not None: os.environ['CUDA_VISIBLE_DEVICES'] = gpus  # the kernel inherits it
     with folder.claim() as claimed:
         if not claimed: return JobOutcome(job, 'busy', str(run_dir), error='another runner is running it')
