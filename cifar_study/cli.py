@@ -90,7 +90,9 @@ def command_line() -> list[str]:
 def train_command(model: str, profile: str, seed: int, overrides: dict, data_dir=None, out=None, gpus: int = 1,
                   resume: bool = True, force: bool = False) -> list[str]:
     "The arguments of `cifar-study train` for one run (a config override `x=v` becomes `--x v`)."
-    def text(value): return 'none' if value is None else {True: 'yes', False: 'no'}.get(value, value) if isinstance(value, bool) else str(value)
+    def text(value):
+        if isinstance(value, bool): return 'yes' if value else 'no'
+        return 'none' if value is None else str(value)
     options = dict(overrides, profile=profile, seed=seed, data_dir=data_dir, out=out)
     command = ['train', model, *(['--gpus', str(gpus)] if gpus > 1 else []), *(['--resume'] if resume else []),
                *(['--force'] if force else [])]

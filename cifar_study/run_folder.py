@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipes import config_differences
+from .recipes import config_differences, stored_config
 from .records import RunRecord, RunRecordError, atomic_write_bytes, load_run_record, utc_now
 
 # %% ../nbs/21a_run_folder.ipynb #99e80f4d
@@ -150,9 +150,19 @@ class RunState:
     def epochs(self) -> int: return len(self.record.epochs) if self.record else 0
 
     @property
+    def stored_config(self):
+        "The record's stored config as a `TrainConfig` (its paths made local), or None without a record."
+        return stored_config(self.record.config) if self.record else None
+
+    @property
+    def last_attempt(self) -> dict: return _last_attempt(self.job)
+
+    @property
     def fingerprint(self) -> tuple:
         "What changes when another process runs in the folder: `run` checks it is what its plan saw."
         return (self.phase, self.epochs, self.record and self.record.started_at)
+
+def _last_attempt(job: dict | None) -> dict: return ((job or {}).get('attempts') or [{}])[-1]
 
 def _phase(record: RunRecord | None, holder: dict | None, last_attempt: dict, job: dict | None) -> str:
     if holder: return 'busy'
@@ -174,7 +184,7 @@ class RunFolder:
         job, holder, ours = read_job_file(self.path), read_lock(self.path), _ancestors()
         mine = lambda process: process.get('host') == socket.gethostname() and process.get('pid') in ours
         holder = holder if holder and (holder.get('pid') is None or holder_alive(holder)) and not mine(holder) else None
-        last = ((job or {}).get('attempts') or [{}])[-1]
+        last = _last_attempt(job)
         starting = last.get('outcome') == 'running' and last.get('pid') is not None and not mine(last)  # another runner's kernel
         if holder is None and starting and holder_alive(last):
             holder = dict(last, since=last.get('started_at'), command=['cifar-study run (starting the kernel)'])

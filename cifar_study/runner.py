@@ -69,10 +69,8 @@ def job_description(job: Job) -> dict:
 
 def job_decision(job: Job, options: BatchOptions, state: RunState | None = None) -> Decision:
     "What running `job` does with its folder: the engine's own `decide`, asked as the run notebook asks it (resume, `force`)."
-    from cifar_study.recipes import stored_config
     state = state or RunFolder(job.run_dir(options.out)).state()
-    stored = stored_config(state.record.config) if state.record else None
-    return decide(state, stored, job.config(), resume=True, force=options.force)
+    return decide(state, state.stored_config, job.config(), resume=True, force=options.force)
 
 # %% ../nbs/31_runner.ipynb #407b6a2f
 @dataclass(frozen=True)
@@ -191,7 +189,7 @@ def stop_workers(jobs: list[Job], options: BatchOptions, grace_s: float = 120, p
     own `cancel` signals only its controller, which leaves the job running), and wait up to `grace_s` for them to end."""
     workers = []
     for job in jobs:
-        last = ((RunFolder(job.run_dir(options.out)).state().job or {}).get('attempts') or [{}])[-1]
+        last = RunFolder(job.run_dir(options.out)).state().last_attempt
         if last.get('outcome') == 'running' and last.get('host') == socket.gethostname() and last.get('pid') != os.getpid():
             try: os.kill(last['pid'], signal.SIGINT)
             except ProcessLookupError: continue

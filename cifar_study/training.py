@@ -278,7 +278,7 @@ def plan_run(name: str, resume: bool = False, force: bool = False, command=None,
     if rank_distrib() != 0: return plan(requested, Decision('start'))  # rank 0 decides; `run` hands its plan over
     state = RunFolder(run_dir).state()
     if state.phase == 'empty' and not force: _refuse_the_old_layout(requested, run_dir)
-    stored = stored_config(state.record.config) if state.record else None
+    stored = state.stored_config
     decision = decide(state, stored, requested, resume, force)
     if decision.action == 'resume':  # the checkpoint, not the record, says where training stopped
         state = replace(state, checkpoint_epoch=load_checkpoint(run_dir/CHECKPOINT)['epoch'])
