@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['optimizer_factory', 'bias_splitter', 'total_steps', 'lr_schedule', 'BatchMixUp', 'DeviceAvgLoss', 'DeviceAvgMetric',
-           'DeviceSmoothLoss', 'MetricsOnDevice', 'InferenceModeEval', 'build_learner', 'steps_per_epoch']
+           'DeviceSmoothLoss', 'MetricsOnDevice', 'InferenceModeEval', 'build_learner', 'create_run_model',
+           'steps_per_epoch']
 
 # %% ../nbs/21c_learner.ipynb #4a7c2e90
 import math
@@ -140,6 +141,15 @@ def build_learner(model, dls, config: TrainConfig, precision: dict) -> Learner:
         learn.remove_cb(ProgressCallback)
         learn.logger = noop
     return learn
+
+def create_run_model(config: TrainConfig):
+    "The registry model a run trains, with the config's drop-path rate where one is set."
+    from .models import create_model
+    overrides = {} if config.drop_path is None else dict(drop_path_rate=config.drop_path)
+    try: return create_model(config.model, **overrides)
+    except TypeError as e:
+        if "'drop_path_rate'" not in str(e): raise
+        raise ValueError(f"{config.model} does not take a drop-path rate: leave --drop-path unset") from None
 
 def steps_per_epoch(train_dataset, config: TrainConfig) -> int:
     "Optimiser steps in one epoch of the global batch (the last partial batch is dropped, as the loader does)."

@@ -79,6 +79,7 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     epoch_test_images: int | None = None  # per-epoch evaluations on a fixed class-balanced subset of this size
+    corruption_images: int = 1000     # the final evaluation's corrupted set: this many test images, class-balanced (0: none)
     out: str = 'results'
 
     @property
@@ -97,7 +98,7 @@ _CPU_BUDGET = dict(budget_s=120.0, batch_size=128, augment='light', mixup_alpha=
 
 PROFILES = {
     'smoke': dict(epochs=2, batch_size=32, train_limit=256, test_limit=128, augment='light', mixup_alpha=0.0,
-                  schedule_step='batch'),
+                  schedule_step='batch', corruption_images=20),
     'cpu-budget': _CPU_BUDGET,
     DEFAULT_PROFILE: _FULL,
     'demo': dict(_CPU_BUDGET, budget_s=60.0, epoch_test_images=None),  # a minute: every evaluation on the whole split
@@ -167,6 +168,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         (config.mixup_alpha >= 0 and 0 <= config.mixup_prob <= 1, "mixup_alpha must be >= 0 and mixup_prob in [0, 1]"),
         (config.grad_clip is None or config.grad_clip > 0, "grad_clip must be positive (or None for no clipping)"),
         (config.num_workers >= 0, "num_workers must be 0 or more"),
+        (config.corruption_images >= 0, "corruption_images must be 0 (no corruption evaluation) or more"),
         *(_at_least_one(config, name) for name in ('steps', 'train_limit', 'test_limit', 'epoch_test_images')),
     ]
     problems = [message for ok, message in checks if not ok]
@@ -174,7 +176,7 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     return config
 
 # %% ../nbs/20_recipes.ipynb #cd3b0710
-RESUME_MAY_CHANGE = ('data_dir', 'num_workers', 'out')
+RESUME_MAY_CHANGE = ('data_dir', 'num_workers', 'out', 'corruption_images')  # none of them changes the trained model
 PLANNED_FROM_BUDGET = ('epochs', 'steps')
 
 def config_identity(config: TrainConfig) -> dict:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # %% ../nbs/21_records.ipynb #72e7d592
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RUN_STATUSES = ('running', 'completed', 'failed', 'interrupted')
 _UMASK = os.umask(0); os.umask(_UMASK)
 
@@ -148,6 +148,7 @@ class RunRecord:
     distributed: dict | None = None
     resumed_at_epochs: list = field(default_factory=list)
     source_diff: str | None = None  # file beside the record holding the uncommitted changes, when the tree was dirty
+    evaluation: dict | None = None   # beyond top-1 on the final model: classes, calibration, confusions, corruptions
     error: str | None = None
     started_at: str = field(default_factory=utc_now)
     finished_at: str | None = None
@@ -184,7 +185,10 @@ def _v1_to_v2(raw: dict) -> dict:
 def _v2_to_v3(raw: dict) -> dict:
     return dict(raw, device_settings=None, schema_version=3)
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(raw: dict) -> dict:
+    return dict(raw, evaluation=None, schema_version=4)
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 def migrate_record(raw: dict, path='<record>') -> dict:
     "Bring a record of any earlier schema version up to `SCHEMA_VERSION`."
@@ -212,6 +216,7 @@ def validate_run_record(raw: dict, path='<record>') -> RunRecord:
         if not isinstance(row, dict) or set(row) != set(EPOCH_FIELDS): problems.append(f"epoch row {i} needs {EPOCH_FIELDS}")
     if raw.get('status') == 'completed' and not raw.get('epochs'): problems.append("a completed run has no epochs")
     if raw.get('status') == 'failed' and not raw.get('error'): problems.append("a failed run records no error")
+    if raw.get('evaluation') is not None and not isinstance(raw['evaluation'], dict): problems.append("'evaluation' should be dict")
     if problems: raise RunRecordError(f"{path}: {'; '.join(problems)}")
     return RunRecord(**raw)
 

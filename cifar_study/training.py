@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SETTLED_BY_THE_PROBE', 'capture_rng', 'restore_rng', 'ThroughputProbe', 'measure_throughput', 'plan_budget',
-           'RecordKeeper', 'TrainingCheckpoint', 'EpochLog', 'StopAfterSteps', 'RunExistsError', 'CheckpointError',
-           'RunPlan', 'settle_budget', 'load_checkpoint', 'plan_run', 'RunFailedError', 'run', 'train_model']
+           'RecordKeeper', 'TrainingCheckpoint', 'EpochLog', 'StopAfterSteps', 'RunExistsError', 'RunPlan',
+           'settle_budget', 'plan_run', 'RunFailedError', 'run', 'train_model']
 
 # %% ../nbs/22_training.ipynb #1e225b21
 import copy
@@ -32,13 +32,14 @@ from fastai.torch_core import find_bs, num_distrib, rank_distrib, set_seed
 
 from .data import cifar100_dataloaders, data_checksums
 from .distributed import all_gather, device_settings, precision_used, start_distributed, training_device, unwrap
-from .learner import build_learner, steps_per_epoch
-from .models import count_flops, count_parameters, create_model
+from .evaluation import evaluate_model
+from .learner import build_learner, create_run_model, steps_per_epoch
+from .models import count_flops, count_parameters
 from .recipes import (DEFAULT_PROFILE, RESUME_MAY_CHANGE, TrainConfig, config_differences, config_hash,
                                  legacy_run_folder, resolve_config, run_folder_path, stored_config, validate_config)
 from .records import (RunRecord, RunRecordError, atomic_write_bytes, environment, load_run_record,
                                  portable_path, source_diff, utc_now)
-from .run_folder import CHECKPOINT, RECORD, Decision, RunFolder, RunFolderBusyError, decide
+from .run_folder import CHECKPOINT, RECORD, CheckpointError, Decision, RunFolder, RunFolderBusyError, decide, load_checkpoint
 
 # %% ../nbs/22_training.ipynb #d18b21c4
 def capture_rng(train_dl) -> dict:
@@ -200,9 +201,6 @@ class StopAfterSteps(Callback):
 class RunExistsError(ValueError):
     "The run folder already holds a run that this call would overwrite or cannot continue."
 
-class CheckpointError(ValueError):
-    "A checkpoint that cannot be read."
-
 SETTLED_BY_THE_PROBE = "settled when the run starts: the optimiser steps that fill budget_s at the speed the probe measures"
 
 @dataclass(frozen=True)
@@ -247,13 +245,6 @@ def _check_output_folder(out):
     if not existing.is_dir(): raise ValueError(f"run folder {out}: {existing} is a file, not a folder: pass an --out folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"run folder {out}: {existing} is not writable: pass an --out folder you can write to")
-
-def load_checkpoint(path) -> dict:
-    "Read a checkpoint, or raise `CheckpointError` naming the cause and the fix."
-    try: return torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # truncated zip, corrupt pickle, bad tensor data: torch raises several types
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}): it is truncated "
-                              f"or corrupt; pass --force to set this run aside and start it again") from None
 
 # %% ../nbs/22_training.ipynb #68656883
 def _refuse_the_old_layout(requested: TrainConfig, run_dir: Path):
@@ -306,13 +297,6 @@ def _build_dataloaders(config: TrainConfig, world_size: int, device):
                                 train_limit=config.train_limit, test_limit=config.test_limit, device=device,
                                 epoch_test_images=config.epoch_test_images)
 
-def _create_model(config: TrainConfig):
-    overrides = {} if config.drop_path is None else dict(drop_path_rate=config.drop_path)
-    try: return create_model(config.model, **overrides)
-    except TypeError as e:
-        if "'drop_path_rate'" not in str(e): raise
-        raise ValueError(f"{config.model} does not take a drop-path rate: leave --drop-path unset") from None
-
 def _new_record(plan: RunPlan, config: TrainConfig, dls, params: int, flops: int) -> RunRecord:
     portable = dict(config.to_dict(), data_dir=portable_path(config.data_dir), out=portable_path(config.out))
     data = dict(dls.source.describe(), root=portable_path(dls.source.root), checksums=data_checksums(dls.source),
@@ -354,7 +338,7 @@ def _fit(plan: RunPlan, cbs: list, session_start: float, stored: RunRecord | Non
     config, device = plan.config, torch.device(plan.device)
     set_seed(config.seed, reproducible=True)
     dls = _build_dataloaders(config, world_size, device)
-    model = _create_model(config)
+    model = create_run_model(config)
     params, flops = count_parameters(model), count_flops(model)
     if plan.device_settings['channels_last']['used']: model = model.to(memory_format=torch.channels_last)
     if plan.device_settings['compile']['used']: model = torch.compile(model)
@@ -389,6 +373,9 @@ def _fit(plan: RunPlan, cbs: list, session_start: float, stored: RunRecord | Non
         with learn.distrib_ctx(sync_bn=device.type == 'cuda') if world_size > 1 else nullcontext():
             learn.fit(config.epochs, start_epoch=plan.start_epoch, cbs=[*run_cbs, *cbs])
             final_eval_seconds = _final_evaluation(learn, dls, record)
+        if rank_distrib() == 0:
+            record.evaluation = evaluate_model(unwrap(learn.model), dls.source, device, plan.precision['used'],
+                                               config.test_limit, config.corruption_images)
         if record.budget: record.budget['train_seconds_used'] = record.train_seconds
         keeper.save(status='completed', **totals(final_eval_seconds))
     except KeyboardInterrupt:

@@ -26,6 +26,11 @@ FAILED = ('improved_resnet20_convnext', 0)
 FAILURE = ('RuntimeError: failed on purpose by the test fixture\nTraceback (most recent call last):\n'
            '  File "training.py", line 1, in before_batch\nRuntimeError: failed on purpose by the test fixture\n')
 PENDING = ('ghost_resnet_20_r4', 0)
+# evaluated beyond top-1: every resnet_20 seed (seed 2 without the corrupted set), one of ghost_resnet_20's two seeds;
+# ecanet20_k5 is not evaluated
+EVALUATED = {('resnet_20', 0): True, ('resnet_20', 1): True, ('resnet_20', 2): False, ('ghost_resnet_20', 0): True}
+CORRUPTION_NAMES = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur', 'zoom_blur',
+                    'snow', 'frost', 'fog', 'brightness', 'contrast', 'elastic_transform', 'pixelate', 'jpeg_compression')
 BY_RUNNER = ('resnet_20', 0)  # the run `cifar-study run` executed: a job file and an executed run notebook
 SMOKE_TEST_IMAGES = resolve_config('resnet_20', 'smoke').test_limit
 
@@ -37,6 +42,28 @@ def _model_costs(model: str) -> tuple[int, int]:
 
 
 def _timestamp(index: int, minute: int = 0) -> str: return f"2026-01-{1 + index:02d}T10:{minute:02d}:00+00:00"
+
+
+def example_evaluation(top1: float, index: int, corruptions: bool) -> dict:
+    "An `evaluation` as `evaluate_model` writes it, its numbers made from `top1` and `index` (no model is run)."
+    shift = 0.01 * index
+    bins = dict(count=[0] * 12 + [40, 50, 38], confidence=[None] * 12 + [0.82, 0.88, 0.95],
+                accuracy=[None] * 12 + [round(0.6 - shift, 6), round(0.7 - shift, 6), round(0.8 - shift, 6)])
+    per_superclass = [round((s % 7) / 10 + shift, 6) for s in range(20)]
+    result = dict(version=1, test_images=SMOKE_TEST_IMAGES, top1=top1, nll=round(4.1 + shift, 6), ece=round(0.12 + shift, 6),
+                  calibration=bins, per_class=[round((k % 3) / 4, 6) for k in range(100)], per_superclass=per_superclass,
+                  superclass_top1=round(top1 + 0.05, 6), superclass_accuracy=per_superclass,
+                  confusions=[[3, 7, 4], [10, 2, 3]], classes=[f'class_{k:02d}' for k in range(100)],
+                  superclasses=[f'superclass_{s:02d}' for s in range(20)], fine_to_coarse=[k // 5 for k in range(100)],
+                  test_seconds=0.5, corruptions=None, seconds=0.5, evaluated_at=_timestamp(index, minute=2))
+    if corruptions:
+        accuracy = {name: [round(0.09 - 0.01 * severity - 0.002 * i + shift, 6) for severity in range(5)]
+                    for i, name in enumerate(CORRUPTION_NAMES)}
+        mean = float(sum(sum(row) for row in accuracy.values()) / 75)
+        result['corruptions'] = dict(set=dict(name='CIFAR-100-C-style (generated here)', images=100, seed=0, sha256='0' * 64),
+                                     clean_top1=0.1 + shift, accuracy=accuracy, mean=mean, relative=mean / (0.1 + shift),
+                                     seconds=1.0)
+    return result
 
 
 def write_record(out: Path, model: str, seed: int, profile: str = 'smoke', correct=(), error: str | None = None,
@@ -74,6 +101,8 @@ def write_record(out: Path, model: str, seed: int, profile: str = 'smoke', corre
                wall_seconds=round(1.5 + sum(row['seconds'] for row in epochs), 2),
                images_per_second=round(train_images * len(epochs) / train_seconds, 1) if epochs else None,
                budget=None, distributed=None, resumed_at_epochs=[], source_diff=None, error=error,
+               evaluation=example_evaluation(last['top1'], index, EVALUATED[(model, seed)])
+               if profile == 'smoke' and (model, seed) in EVALUATED else None,
                started_at=_timestamp(index), finished_at=_timestamp(index, minute=1), schema_version=SCHEMA_VERSION)
     validate_run_record(raw, run_dir/'record.json').save(run_dir/'record.json')
     return run_dir

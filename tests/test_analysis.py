@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cifar_study.analysis import (ablation_table, claims_audit, format_table1, load_study, original_claims,
-                                  plot_cost_fronts, plot_seed_spread, plot_top1_by_model, plot_training_curves,
-                                  study_summary, table1, table2)
+from cifar_study.analysis import (ablation_table, claims_audit, corruption_frame, format_table1, load_study,
+                                  original_claims, plot_corruption_heatmap, plot_cost_fronts, plot_reliability,
+                                  plot_seed_spread, plot_superclass_heatmap, plot_top1_by_model, plot_training_curves,
+                                  reliability_models, reliability_panels, robustness_table, study_summary,
+                                  superclass_frame, table1, table2)
 from cifar_study.models import TECHNIQUE_GROUPS, list_models
 from cifar_study.records import find_run_records, repo_root
 
@@ -168,3 +170,41 @@ def test_claims_file_matches_the_reference_table():
         claimed_text, _, logged_text = bullet.partition('Logged:')
         assert set(claims['ablations'][name]['claimed'].values()) == _numbers(claimed_text)
         assert set(claims['ablations'][name].get('logged', {}).values()) == _numbers(logged_text)
+
+
+def test_table1_shows_calibration_and_corruption_accuracy_and_what_is_not_evaluated(table, smoke_results):
+    records = {model: rs for model, rs in completed(smoke_results).items()}
+    resnet = records['resnet_20']
+    assert table.loc['resnet_20', 'ece'] == pytest.approx(np.mean([100 * r.evaluation['ece'] for r in resnet]))
+    corrupted = [100 * r.evaluation['corruptions']['mean'] for r in resnet if r.evaluation['corruptions']]
+    assert len(corrupted) == 2 and table.loc['resnet_20', 'corrupted_top1'] == pytest.approx(np.mean(corrupted))
+    shown = format_table1(table.reset_index()).set_index('model')
+    assert shown.loc['ecanet20_k5', 'ECE % (15 bins)'] == 'not evaluated'   # completed, never evaluated
+    assert shown.loc['ghost_resnet_20', 'ECE % (15 bins)'].endswith('(1 of 2 seeds)')
+    assert shown.loc['resnet_20', 'corrupted top-1 % (mean of 75)'].endswith('(2 of 3 seeds)')
+    assert shown.loc['convnext_tiny', 'ECE % (15 bins)'] == ''              # pending: nothing to evaluate
+
+
+def test_superclass_reliability_and_robustness_views_come_from_the_records(study, table, smoke_results):
+    records = completed(smoke_results)
+    superclasses = superclass_frame(study)
+    assert sorted(superclasses.index) == ['ghost_resnet_20', 'resnet_20'] and superclasses.shape[1] == 20
+    expected = np.mean([r.evaluation['per_superclass'] for r in records['resnet_20']], axis=0) * 100
+    assert np.allclose(superclasses.loc['resnet_20'], expected)
+    family, best = reliability_models(table.reset_index())
+    assert sorted(family) == ['ghost_resnet_20', 'resnet_20'] and set(best) <= {'ghost_resnet_20', 'resnet_20'}
+    panels = reliability_panels(study, family)
+    pooled = panels['resnet_20']
+    assert pooled['count'][12:] == [120, 150, 114]  # three seeds' bins added
+    weights = [r.evaluation['calibration']['accuracy'][14] for r in records['resnet_20']]
+    assert pooled['accuracy'][14] == pytest.approx(np.mean(weights))  # equal counts: the plain mean
+    robustness = robustness_table(study, table.reset_index()).set_index('model')
+    assert robustness.loc['ecanet20_k5', 'clean top-1 %'] == 'not evaluated' and robustness.loc['resnet_20', 'seeds'] == 2
+    means = [r.evaluation['corruptions']['mean'] for r in records['resnet_20'] if r.evaluation['corruptions']]
+    assert robustness.loc['resnet_20', 'corrupted top-1 %'] == f"{100 * np.mean(means):.2f}"
+    corruptions = corruption_frame(study)
+    assert corruptions.shape == (2, 15) and corruptions.columns[0] == 'gaussian_noise'
+    for figure in (plot_superclass_heatmap(superclasses), plot_reliability(panels), plot_corruption_heatmap(corruptions)):
+        assert figure is not None and figure.axes
+        plt.close(figure)
+    assert plot_reliability({}) is None and plot_superclass_heatmap(superclass_frame(load_study(smoke_results, 'full'))) is None

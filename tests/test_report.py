@@ -111,6 +111,9 @@ def test_html_holds_table1_with_every_model_the_ablations_and_the_audit(html):
     assert {row['our verdict'] for row in section_tables(text, 'ECA kernel size')[0]} >= {'baseline', 'no interval with n = 1', 'pending'}
     [audit] = section_tables(text, 'The claims audit')
     assert [row['their Table 1 row'] for row in audit] == [row['row'] for row in original_claims()['table1']]
+    [robustness] = section_tables(text, 'Robustness to corruptions')
+    assert {row['model']: row['clean top-1 %'] for row in robustness}['ecanet20_k5'] == 'not evaluated'
+    assert 'CIFAR-100-C-style (generated here)' in text and 'Reliability diagrams' in text
 
 
 def test_every_number_in_table1_is_traceable_to_a_record(html, smoke_results):
@@ -127,8 +130,10 @@ def test_every_number_in_table1_is_traceable_to_a_record(html, smoke_results):
         measured = [[100 * r.final['top1'] for r in records], [100 * r.best['top1'] for r in records],
                     [100 * r.final['top5'] for r in records], [r.train_seconds for r in records],
                     [r.images_per_second for r in records],
-                    [len(r.epochs) for r in records]]  # epochs trained: smoke runs have no time budget, so whole epochs
-        sources = {len(records), *claimed}
+                    [len(r.epochs) for r in records],  # epochs trained: smoke runs have no time budget, so whole epochs
+                    [100 * r.evaluation['ece'] for r in records if r.evaluation],
+                    [100 * r.evaluation['corruptions']['mean'] for r in records if r.evaluation and r.evaluation['corruptions']]]
+        sources = {len(records), len(measured[-2]), len(measured[-1]), *claimed}
         for values in measured:
             sources |= set(values) | ({np.mean(values)} if values else set()) | ({np.std(values, ddof=1)} if len(values) > 1 else set())
         if records:

@@ -17,9 +17,11 @@ import torch
 import torchvision.transforms.functional as TF
 from fastai.callback.core import Callback
 
+import cifar_study.models
 import cifar_study.records as records
 import cifar_study.training as training
 from cifar_study.cli import main
+from cifar_study.learner import create_run_model
 from cifar_study.data import CIFAR100_MEAN, CIFAR100_STD, find_cifar100, load_split, write_synthetic_cifar100
 from cifar_study.distributed import device_settings, precision_used
 from cifar_study.learner import BatchMixUp, InferenceModeEval, MetricsOnDevice, build_learner, lr_schedule
@@ -102,7 +104,7 @@ def test_smoke_run_writes_a_complete_record(tmp_path, synthetic_data):
     folder = run_dir(tmp_path)
     assert (folder/'checkpoint.pt').exists()
     loaded = load_run_record(folder)
-    assert loaded.status == 'completed' and len(loaded.epochs) == 4 and loaded.schema_version == 3
+    assert loaded.status == 'completed' and len(loaded.epochs) == 4 and loaded.schema_version == records.SCHEMA_VERSION
     assert loaded.epochs[-1]['train_loss'] < loaded.epochs[0]['train_loss']
     assert loaded.params == 278_324 and loaded.flops_per_image > 0
     assert loaded.data['name'] == 'synthetic (CIFAR-100 format)' and loaded.data['format'] == 'npz-arrays'
@@ -529,7 +531,7 @@ def test_record_loader_rejects_bad_records_and_migrates_old_ones(tmp_path, synth
     smoke(tmp_path, synthetic_data['npz'], epochs=1)
     path = run_dir(tmp_path)/'record.json'
     raw = json.loads(path.read_text())
-    for broken, message in ((dict(raw, schema_version=99), 'schema version 99, this code reads 1 to 3'),
+    for broken, message in ((dict(raw, schema_version=99), 'schema version 99, this code reads 1 to 4'),
                             (dict(raw, params='many'), "'params' should be int"),
                             (dict(raw, epochs=[{'epoch': 0}]), 'epoch row 0 needs'),
                             (dict(raw, surprise=1), "unknown field 'surprise'")):
@@ -544,7 +546,8 @@ def test_record_loader_rejects_bad_records_and_migrates_old_ones(tmp_path, synth
     version_1['epochs'] = [{k: v for k, v in row.items() if k not in ('steps', 'train_seconds', 'eval_seconds')} for row in raw['epochs']]
     path.write_text(json.dumps(dict(version_1, schema_version=1)))
     migrated = load_run_record(path)
-    assert migrated.schema_version == 3 and migrated.config_hash is None and migrated.epochs[0]['steps'] is None
+    assert migrated.schema_version == records.SCHEMA_VERSION and migrated.evaluation is None
+    assert migrated.config_hash is None and migrated.epochs[0]['steps'] is None
     assert migrated.device_settings is None
     assert migrated.final == raw['final']
 
@@ -558,9 +561,9 @@ def test_channels_last_run(tmp_path, synthetic_data):
 
 def test_a_type_error_from_a_model_is_not_blamed_on_drop_path(monkeypatch):
     def broken(name, **kwargs): raise TypeError("__init__() got multiple values for keyword argument 'depths'")
-    monkeypatch.setattr(training, 'create_model', broken)
+    monkeypatch.setattr(cifar_study.models, 'create_model', broken)
     with pytest.raises(TypeError, match='multiple values'):
-        training._create_model(resolve_config('resnet_20', drop_path=0.1))
+        create_run_model(resolve_config('resnet_20', drop_path=0.1))
 
 
 def test_compiled_run_checkpoints_plain_weights(tmp_path, synthetic_data):
