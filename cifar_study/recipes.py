@@ -100,6 +100,7 @@ PROFILES = {
     'smoke': dict(epochs=2, batch_size=32, train_limit=256, test_limit=128, augment='light', mixup_alpha=0.0,
                   schedule_step='batch', corruption_images=20),
     'cpu-budget': _CPU_BUDGET,
+    'cpu-epochs': dict(_CPU_BUDGET, budget_s=None, epochs=5),  # equal epochs: steps that do not depend on the machine's speed
     DEFAULT_PROFILE: _FULL,
     'demo': dict(_CPU_BUDGET, budget_s=60.0, epoch_test_images=None),  # a minute: every evaluation on the whole split
     'fast': dict(_FULL, epochs=30, epoch_test_images=2000),
