@@ -377,7 +377,7 @@ def test_cli_train_errors_are_one_line(tmp_path, synthetic_data, capsys):
     a_file.write_text('not a folder')
     for args, message in ((['resnet_2O'], "Unknown model 'resnet_2O': did you mean"),
                           (['resnet_20', '--precision', 'fp8'], 'precision must be one of'),
-                          (['resnet_20', '--profile', 'weekly'], 'use one of smoke, cpu-budget, full'),
+                          (['resnet_20', '--profile', 'weekly'], 'use one of smoke, cpu-budget, cpu-epochs, full'),
                           (['resnet_20', '--train-limit', '-200'], 'train_limit must be at least 1 (got -200)'),
                           (['resnet_20', '--train-limit', '0'], 'train_limit must be at least 1 (got 0)'),
                           (['resnet_20', '--test-limit', '0'], 'test_limit must be at least 1 (got 0)'),
