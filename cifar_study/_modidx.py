@@ -61,6 +61,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                      'cifar_study/analysis.py'),
                                       'cifar_study.analysis.pooled_calibration': ( 'analysis.html#pooled_calibration',
                                                                                    'cifar_study/analysis.py'),
+                                      'cifar_study.analysis.protocol_column': ('analysis.html#protocol_column', 'cifar_study/analysis.py'),
+                                      'cifar_study.analysis.protocol_name': ('analysis.html#protocol_name', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.reliability_models': ( 'analysis.html#reliability_models',
                                                                                    'cifar_study/analysis.py'),
                                       'cifar_study.analysis.reliability_panels': ( 'analysis.html#reliability_panels',

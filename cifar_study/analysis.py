@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = ['METRICS', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS', 'RESNET20_FAMILY', 'Run', 'Study', 'variant_name', 'failure_cause',
            'load_study', 'epochs_trained', 'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text',
-           'notebook_links', 'format_table1', 'markdown_table', 'table2', 'original_claims', 'welch_interval',
-           'verdict', 'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'commit_text', 'budget_use',
-           'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model', 'plot_cost_fronts', 'epoch_frame',
-           'plot_training_curves', 'plot_seed_spread', 'evaluated_records', 'superclass_frame',
-           'plot_superclass_heatmap', 'pooled_calibration', 'plot_reliability', 'reliability_panels',
-           'reliability_models', 'corruption_frame', 'robustness_table', 'plot_corruption_heatmap']
+           'notebook_links', 'protocol_name', 'protocol_column', 'format_table1', 'markdown_table', 'table2',
+           'original_claims', 'welch_interval', 'verdict', 'ablation_table', 'format_ablation', 'our_model_for',
+           'claims_audit', 'commit_text', 'budget_use', 'study_summary', 'pareto_front', 'group_colours',
+           'plot_top1_by_model', 'plot_cost_fronts', 'epoch_frame', 'plot_training_curves', 'plot_seed_spread',
+           'evaluated_records', 'superclass_frame', 'plot_superclass_heatmap', 'pooled_calibration', 'plot_reliability',
+           'reliability_panels', 'reliability_models', 'corruption_frame', 'robustness_table',
+           'plot_corruption_heatmap']
 
 # %% ../nbs/40_analysis.ipynb #92fa0de4
 import math
@@ -201,13 +202,31 @@ def _evaluated_text(mean: float, std: float, measured: int, evaluated: int) -> s
     text = mean_std_text(mean, std)
     return text + (f" ({evaluated} of {measured} seeds)" if text and evaluated < measured else '')
 
-def format_table1(table: pd.DataFrame, link_from='.') -> pd.DataFrame:
-    "Table 1 as labelled text: mean ± std over seeds, and links to the executed run notebooks."
+def protocol_name(study: Study) -> str:
+    "What a study's runs held equal, from its records: 'equal time: 120 s of training' or 'equal epochs: 5'."
+    configs = [record.config for record in study.records] or [None]
+    budgets = sorted({config.get('budget_s') for config in configs if config}, key=str)
+    epochs = sorted({config.get('epochs') for config in configs if config}, key=str)
+    if configs == [None]: return f"profile {study.profile}: no completed runs yet"
+    if budgets and budgets[0]: return f"equal time: {', '.join(f'{b:g}' for b in budgets)} s of training ({study.profile})"
+    return f"equal epochs: {', '.join(map(str, epochs))} ({study.profile})"
+
+def protocol_column(table: pd.DataFrame, other: pd.DataFrame) -> list[str]:
+    "Each model's final top-1 in another protocol's Table 1 (`other`): mean ± std and n, '' where it has no runs."
+    rows = other.set_index('model')
+    return [f"{mean_std_text(rows.loc[model, 'top1'], rows.loc[model, 'top1_std'])} (n={rows.loc[model, 'n']})"
+            if model in rows.index and rows.loc[model, 'n'] > 0 else '' for model in table.model]
+
+def format_table1(table: pd.DataFrame, link_from='.', protocols: dict | None = None) -> pd.DataFrame:
+    """Table 1 as labelled text: mean ± std over seeds, and links to the executed run notebooks; `protocols` (a column
+    label -> that protocol's Table 1) adds each model's final top-1 under other protocols beside ours."""
     label = TABLE1_COLUMNS
+    others = {name: protocol_column(table, other) for name, other in (protocols or {}).items()}
     return pd.DataFrame({
         'model': table.model, 'group': table.group, 'original study design': table.original_design.map({True: 'yes', False: ''}),
         'status': table.status, 'seeds (n)': table.n,
         label['top1']: [mean_std_text(m, s) for m, s in zip(table.top1, table.top1_std)],
+        **others,
         label['best_top1']: [mean_std_text(m, s) for m, s in zip(table.best_top1, table.best_top1_std)],
         label['top5']: [mean_std_text(m, s) for m, s in zip(table.top5, table.top5_std)],
         label['ece']: [_evaluated_text(*values) for values in zip(table.ece, table.ece_std, table.n, table.evaluated)],

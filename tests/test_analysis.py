@@ -11,8 +11,8 @@ from scipy import stats
 from cifar_study.analysis import (ablation_table, claims_audit, corruption_frame, format_table1, load_study,
                                   original_claims, plot_corruption_heatmap, plot_cost_fronts, plot_reliability,
                                   plot_seed_spread, plot_superclass_heatmap, plot_top1_by_model, plot_training_curves,
-                                  reliability_models, reliability_panels, robustness_table, study_summary,
-                                  superclass_frame, table1, table2)
+                                  mean_std_text, protocol_name, reliability_models, reliability_panels, robustness_table,
+                                  study_summary, superclass_frame, table1, table2)
 from cifar_study.models import TECHNIQUE_GROUPS, list_models
 from cifar_study.records import find_run_records, repo_root
 
@@ -208,3 +208,16 @@ def test_superclass_reliability_and_robustness_views_come_from_the_records(study
         assert figure is not None and figure.axes
         plt.close(figure)
     assert plot_reliability({}) is None and plot_superclass_heatmap(superclass_frame(load_study(smoke_results, 'full'))) is None
+
+
+def test_table1_names_its_protocol_and_sets_another_protocols_top1_beside_it(study, table, smoke_results):
+    assert protocol_name(study) == 'equal epochs: 2 (smoke)'  # from the records' configs
+    assert protocol_name(load_study(smoke_results, 'full')) == 'equal epochs: 1 (full)'
+    other = table1(load_study(smoke_results, 'full'))  # any other protocol's Table 1
+    shown = format_table1(table.reset_index(), protocols={'top-1 % at equal epochs: 1 (full)': other}).set_index('model')
+    column = shown['top-1 % at equal epochs: 1 (full)']
+    full = other.set_index('model').loc['resnet_20']
+    assert column.loc['resnet_20'] == f"{mean_std_text(full.top1, full.top1_std)} (n=1)" and full.n == 1
+    assert column.loc['ghost_resnet_20'] == '' and column.loc['convnext_tiny'] == ''  # not run under that protocol
+    columns = list(shown.columns)
+    assert columns.index('top-1 % at equal epochs: 1 (full)') == columns.index('final top-1 % (whole test split)') + 1
