@@ -49,6 +49,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                         'cifar_study/analysis.py'),
                                       'cifar_study.analysis.plot_cost_fronts': ( 'analysis.html#plot_cost_fronts',
                                                                                  'cifar_study/analysis.py'),
+                                      'cifar_study.analysis.plot_model_heatmap': ( 'analysis.html#plot_model_heatmap',
+                                                                                   'cifar_study/analysis.py'),
                                       'cifar_study.analysis.plot_reliability': ( 'analysis.html#plot_reliability',
                                                                                  'cifar_study/analysis.py'),
                                       'cifar_study.analysis.plot_seed_spread': ( 'analysis.html#plot_seed_spread',

@@ -9,9 +9,9 @@ __all__ = ['METRICS', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS', 'RESNET20_FAMILY',
            'original_claims', 'welch_interval', 'verdict', 'ablation_table', 'format_ablation', 'our_model_for',
            'claims_audit', 'commit_text', 'budget_use', 'study_summary', 'pareto_front', 'group_colours',
            'plot_top1_by_model', 'plot_cost_fronts', 'epoch_frame', 'plot_training_curves', 'plot_seed_spread',
-           'evaluated_records', 'superclass_frame', 'plot_superclass_heatmap', 'pooled_calibration', 'plot_reliability',
-           'reliability_panels', 'reliability_models', 'corruption_frame', 'robustness_table',
-           'plot_corruption_heatmap']
+           'evaluated_records', 'superclass_frame', 'plot_model_heatmap', 'plot_superclass_heatmap',
+           'pooled_calibration', 'plot_reliability', 'reliability_panels', 'reliability_models', 'corruption_frame',
+           'robustness_table', 'plot_corruption_heatmap']
 
 # %% ../nbs/40_analysis.ipynb #92fa0de4
 import math
@@ -545,17 +545,21 @@ def superclass_frame(study: Study) -> pd.DataFrame:
     names = next(iter(evaluated_records(study).values()))[0].evaluation['superclasses']
     return pd.DataFrame.from_dict(rows, orient='index', columns=names)
 
-def plot_superclass_heatmap(frame: pd.DataFrame, title: str = 'top-1 % per superclass') -> plt.Figure | None:
-    "A heatmap of models x superclasses, models sorted by their mean (None when nothing is evaluated)."
+def plot_model_heatmap(frame: pd.DataFrame, title: str, cmap: str = 'viridis') -> plt.Figure | None:
+    "A heatmap of top-1 % (rows: models, sorted by their mean; columns: named groups of images); None for no rows."
     if frame.empty: return None
     frame = frame.loc[frame.mean(axis=1).sort_values(ascending=False).index]
     fig, ax = plt.subplots(figsize=(12, 2.5 + 0.35 * len(frame)))
-    sns.heatmap(frame, annot=len(frame) <= 40, fmt='.0f', cmap='viridis', cbar_kws=dict(label='top-1 %'), ax=ax,
+    sns.heatmap(frame, annot=len(frame) <= 40, fmt='.0f', cmap=cmap, cbar_kws=dict(label='top-1 %'), ax=ax,
                 annot_kws=dict(fontsize=7))
     ax.set_xticklabels([name.replace('_', ' ') for name in frame.columns], rotation=60, ha='right', fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+def plot_superclass_heatmap(frame: pd.DataFrame) -> plt.Figure | None:
+    "Top-1 % per superclass, models x the 20 superclasses (None when nothing is evaluated)."
+    return plot_model_heatmap(frame, 'top-1 % per superclass')
 
 def pooled_calibration(records: list[RunRecord]) -> dict:
     "The calibration bins of several seeds pooled: counts added, confidence and accuracy weighted by count."
@@ -639,13 +643,5 @@ def _ratio_text(ratios) -> str:
     return f"{np.mean(ratios):.3f}" if ratios else 'none (clean top-1 is 0)'
 
 def plot_corruption_heatmap(frame: pd.DataFrame) -> plt.Figure | None:
-    "A heatmap of models x corruptions (top-1 %, mean over severities), models sorted by their mean."
-    if frame.empty: return None
-    frame = frame.loc[frame.mean(axis=1).sort_values(ascending=False).index]
-    fig, ax = plt.subplots(figsize=(11, 2.5 + 0.35 * len(frame)))
-    sns.heatmap(frame, annot=len(frame) <= 40, fmt='.0f', cmap='magma', cbar_kws=dict(label='top-1 %'), ax=ax,
-                annot_kws=dict(fontsize=7))
-    ax.set_xticklabels([name.replace('_', ' ') for name in frame.columns], rotation=60, ha='right', fontsize=8)
-    ax.set_title('top-1 % under each corruption (mean of severities 1-5)')
-    fig.tight_layout()
-    return fig
+    "Top-1 % under each corruption (mean over severities), models x the 15 corruptions (None when none is evaluated)."
+    return plot_model_heatmap(frame, 'top-1 % under each corruption (mean of severities 1-5)', cmap='magma')
