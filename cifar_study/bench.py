@@ -236,7 +236,7 @@ def _top1_top5(model, test: CIFARTensors, batch_size: int, device) -> tuple[floa
 # %% ../nbs/23_bench.ipynb #98d4a907
 def plain_budget_run(model: str = 'resnet_20', budget_s: float = 240.0, data_dir=None, batch_size: int = 128,
                      seed: int = 0, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
-                     label_smoothing: float = 0.1, grad_clip: float = 1.0, final_lr: float = 1e-6) -> dict:
+                     label_smoothing: float = 0.1, grad_clip: float | None = 1.0, final_lr: float = 1e-6) -> dict:
     "Train `model` in a plain PyTorch loop for `budget_s` seconds of training, then test it on the whole test split."
     device = training_device()
     torch.manual_seed(seed)
@@ -261,7 +261,7 @@ def plain_budget_run(model: str = 'resnet_20', budget_s: float = 240.0, data_dir
         loss = F.cross_entropy(net(x), labels[batch], label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        if grad_clip: torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
         optimizer.step()
         steps += 1
     _synchronize(device)  # the queued GPU work belongs to the training time
@@ -283,7 +283,9 @@ def budget_comparison(budgets=(120.0, 240.0), model: str = 'resnet_20', data_dir
           f"{'top-5':>7} {'eval s':>7} {'set-up s':>8}  ({model}, final evaluation on the whole test split)")
     rows = []
     for budget in budgets:
-        plain = plain_budget_run(model, budget, data_dir, seed=seed)
+        recipe = resolve_config(model, 'cpu-budget', budget_s=budget)  # the plain loop trains with the engine's recipe
+        plain = plain_budget_run(model, budget, data_dir, recipe.batch_size, seed, recipe.lr, recipe.momentum,
+                                 recipe.weight_decay, recipe.label_smoothing, recipe.grad_clip, recipe.final_lr)
         record = train_model(model, profile='cpu-budget', budget_s=budget, data_dir=data_dir, seed=seed,
                              out=Path(runs_out)/f'{budget:g}s', force=True)
         engine = dict(model=model, budget_s=budget, train_seconds=record.train_seconds, eval_seconds=record.eval_seconds,
