@@ -681,3 +681,14 @@ def test_a_run_in_the_old_layout_is_named_with_the_command_that_moves_it(tmp_pat
     assert_one_line_refusal(result, f'{old} holds this run in the old layout', f'mv {old} {new}')
     assert not new.exists() and load_run_record(old).status == 'completed'
     assert cli_train(tmp_path, synthetic_data['npz'], '--epochs', '2', '--dry-run').returncode == 0  # another run: no match
+
+
+def test_a_run_of_fixed_epochs_is_the_same_on_a_busy_machine(tmp_path, synthetic_data):
+    "Without a time budget the steps do not depend on the machine's speed: a run beside a busy process is bit-identical."
+    quiet = smoke(tmp_path/'quiet', synthetic_data['npz'], epochs=2, corruption_images=0)
+    burner = subprocess.Popen([sys.executable, '-c', 'while True: pass'])  # one core kept busy for the whole run
+    try: busy = smoke(tmp_path/'busy', synthetic_data['npz'], epochs=2, corruption_images=0)
+    finally: burner.kill()
+    measured = lambda record: [(row['steps'], row['train_loss'], row['test_loss'], row['top1'], row['lr']) for row in record.epochs]
+    assert measured(busy) == measured(quiet) and busy.final['top1'] == quiet.final['top1']
+    assert busy.evaluation['nll'] == quiet.evaluation['nll'] and busy.evaluation['per_class'] == quiet.evaluation['per_class']
