@@ -56,7 +56,7 @@ def lr_schedule(config: TrainConfig, steps_per_epoch: int = 1):
             return cosine((epoch - warmup_epochs) / max(config.epochs - warmup_epochs, 1))
         return per_epoch
     batches, steps = config.epochs * steps_per_epoch, total_steps(config, steps_per_epoch)
-    warmup = min(config.warmup_epochs * steps_per_epoch / steps, 1.0)
+    warmup = min(max(config.warmup_epochs * steps_per_epoch / steps, config.warmup_share), 1.0)
     per_step = combine_scheds([warmup, 1 - warmup], [SchedLin(0, config.lr), cosine]) if warmup else cosine
     return lambda pct: per_step(min(pct * batches / steps, 1.0))
 

@@ -61,6 +61,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
+    warmup_share: float = 0.0         # or a warm-up over this share of the run's steps (for runs a time budget settles)
     described_warmup: bool = False   # use the warm-up the report describes (its code never applied one)
     final_lr: float = 1e-6
     schedule_step: str = 'epoch'      # cosine stepped per 'epoch' (as the original ran) or per 'batch'
@@ -98,7 +99,7 @@ _FULL = dict(epochs=300, augment='original', label_smoothing=0.1, mixup_alpha=0.
 _CPU_RECIPE = dict(optimizer='sgd_nesterov', lr=0.4, momentum=0.9, weight_decay=5e-4, batch_size=128, augment='light',
                    mixup_alpha=0.0, label_smoothing=0.1, grad_clip=1.0, schedule_step='batch', warmup_epochs=0.0,
                    epoch_test_images=2000)
-_CPU_BUDGET = dict(_CPU_RECIPE, budget_s=120.0)
+_CPU_BUDGET = dict(_CPU_RECIPE, budget_s=120.0, warmup_share=0.2)  # cpu-epochs' one-epoch warm-up is a fifth of its steps
 
 PROFILES = {
     'smoke': dict(epochs=2, batch_size=32, train_limit=256, test_limit=128, augment='light', mixup_alpha=0.0,
@@ -168,6 +169,8 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         (config.lr > 0, "lr must be positive"),
         (0 <= config.final_lr <= config.lr, "final_lr must lie between 0 and lr"),
         (0 <= config.warmup_epochs < config.epochs or config.budget_s, "warmup_epochs must be below epochs"),
+        (0 <= config.warmup_share < 1, "warmup_share must be in [0, 1)"),
+        (not config.warmup_share or config.schedule_step == 'batch', "warmup_share needs schedule_step='batch'"),
         (config.budget_s is None or config.budget_s > 0, "budget_s must be positive"),
         (0 <= config.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (config.mixup_alpha >= 0 and 0 <= config.mixup_prob <= 1, "mixup_alpha must be >= 0 and mixup_prob in [0, 1]"),
