@@ -84,12 +84,14 @@ def failure_cause(error: str | None) -> str | None:
     return ' '.join(error.split('\nTraceback')[0].split()) if error else None
 
 def load_study(results='results', profile: str = 'cpu-budget') -> Study:
-    "Every run folder of `profile` under `results`, with its status and its record."
+    "Every run folder of `profile` under `results` (`results/<profile>/...`, or the old layout's `results/<run>`), with its status and record."
     results = Path(results)
     if not results.is_dir():
         raise ValueError(f"--results {results}: no such folder: pass the folder that `cifar-study run --out` wrote to")
     runs = []
     for row in batch_status(results, profile=profile):
+        where = Path(row['folder']).relative_to(results).parts
+        if where[0] != profile and len(where) > 1: continue  # another folder's runs (a sweep), not this study's layout
         try: record = load_run_record(row['folder'])
         except RunRecordError: record = None
         error = failure_cause(record.error if record and record.error else row['error'])

@@ -1,4 +1,5 @@
 import math
+import shutil
 import re
 import tomllib
 from importlib.resources import files
@@ -221,3 +222,10 @@ def test_table1_names_its_protocol_and_sets_another_protocols_top1_beside_it(stu
     assert column.loc['ghost_resnet_20'] == '' and column.loc['convnext_tiny'] == ''  # not run under that protocol
     columns = list(shown.columns)
     assert columns.index('top-1 % at equal epochs: 1 (full)') == columns.index('final top-1 % (whole test split)') + 1
+
+
+def test_a_study_is_its_profiles_folder_not_every_run_of_that_profile(smoke_results, tmp_path):
+    results = tmp_path/'results'
+    shutil.copytree(smoke_results, results)
+    shutil.copytree(results/'smoke', results/'recipe-sweep'/'smoke')  # the same runs kept elsewhere, e.g. a sweep
+    assert table1(load_study(results, 'smoke')).set_index('model').loc['resnet_20', 'n'] == 3
