@@ -555,6 +555,7 @@ def plot_model_heatmap(frame: pd.DataFrame, title: str, cmap: str = 'viridis') -
     sns.heatmap(frame, annot=len(frame) <= 40, fmt='.0f', cmap=cmap, cbar_kws=dict(label='top-1 %'), ax=ax,
                 annot_kws=dict(fontsize=7))
     ax.set_xticklabels([name.replace('_', ' ') for name in frame.columns], rotation=60, ha='right', fontsize=8)
+    ax.tick_params(axis='y', rotation=0)  # model names read across, however few rows there are
     ax.set_title(title)
     fig.tight_layout()
     return fig
