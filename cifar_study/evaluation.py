@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['EVALUATION_VERSION', 'CALIBRATION_BINS', 'TOP_CONFUSIONS', 'EvaluationError', 'predict_logits', 'calibration_bins',
-           'top_confusions', 'classification_metrics', 'corruption_metrics', 'evaluate_model', 'evaluate_run']
+           'top_confusions', 'classification_metrics', 'corruption_metrics', 'evaluate_model', 'trained_model',
+           'evaluate_run']
 
 # %% ../nbs/24_evaluation.ipynb #3c1f0a52
 import time
@@ -22,7 +23,7 @@ from .data import (NUM_CLASSES, NUM_SUPERCLASSES, CIFARSplit, data_checksums, fi
 from .learner import create_run_model
 from .recipes import stored_config
 from .records import RunRecord, utc_now
-from .run_folder import CHECKPOINT, RECORD, CheckpointError, RunFolder, load_checkpoint
+from .run_folder import CHECKPOINT, RECORD, RunFolder, load_checkpoint
 
 # %% ../nbs/24_evaluation.ipynb #8e0b6d14
 EVALUATION_VERSION = 1
@@ -126,6 +127,19 @@ def evaluate_model(model, source, device='cpu', precision: str = 'fp32', test_li
     return result
 
 # %% ../nbs/24_evaluation.ipynb #0a6e3c95
+def trained_model(run_dir, config):
+    "The model of the run in `run_dir` (its stored `config`) with its checkpoint's weights; `EvaluationError` if none fit."
+    run_dir = Path(run_dir)
+    checkpoint = load_checkpoint(run_dir/CHECKPOINT, fix="train the run again (`cifar-study train ... --force`)")
+    if not isinstance(checkpoint, dict) or 'model' not in checkpoint:
+        raise EvaluationError(f"{run_dir/CHECKPOINT} holds no model state: train the run again, then evaluate it")
+    model = create_run_model(config)
+    try: model.load_state_dict(checkpoint['model'])
+    except RuntimeError as e:
+        raise EvaluationError(f"{run_dir/CHECKPOINT} does not fit {config.model} ({str(e).splitlines()[0][:100]}): "
+                              f"train the run again, then evaluate it") from None
+    return model
+
 def evaluate_run(run_dir, corruption_images: int | None = None, force: bool = False, device=None, log=print) -> RunRecord:
     """Evaluate a completed run from its checkpoint and add the result to its record (`evaluation`), leaving every
     training field as it was; a run already evaluated is left alone unless `force`."""
@@ -143,19 +157,12 @@ def evaluate_run(run_dir, corruption_images: int | None = None, force: bool = Fa
         if not state.checkpoint:
             raise EvaluationError(f"{run_dir}: no {CHECKPOINT} (checkpoints are not committed, so runs trained elsewhere "
                                   f"have none): train the run again here, then evaluate it")
-        checkpoint = load_checkpoint(run_dir/CHECKPOINT, fix="train the run again (`cifar-study train ... --force`)")
-        if not isinstance(checkpoint, dict) or 'model' not in checkpoint:
-            raise EvaluationError(f"{run_dir/CHECKPOINT} holds no model state: train the run again, then evaluate it")
         config = stored_config(record.config)
         source = find_cifar100(config.data_dir, download=False)
         if data_checksums(source) != record.data.get('checksums'):
             raise EvaluationError(f"{run_dir}: the data in {source.root} are not the data this run was trained on "
                                   f"(checksums differ): pass --data-dir with the run's data ({record.data.get('name')})")
-        model = create_run_model(config)
-        try: model.load_state_dict(checkpoint['model'])
-        except RuntimeError as e:
-            raise EvaluationError(f"{run_dir/CHECKPOINT} does not fit {config.model} ({str(e).splitlines()[0][:100]}): "
-                                  f"train the run again, then evaluate it") from None
+        model = trained_model(run_dir, config)
         device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         precision = record.precision.get('used', 'fp32') if device.type == 'cuda' else 'fp32'
         images = config.corruption_images if corruption_images is None else corruption_images
