@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['PEAK_TFLOPS', 'DATA_PATHS', 'synthetic_batches', 'plain_train_images_per_second', 'plain_eval_images_per_second',
            'fastai_images_per_second', 'benchmark_model', 'run_benchmark', 'peak_tflops', 'data_path_images_per_second',
-           'data_path_benchmark', 'run_data_path_benchmark', 'cosine_lr', 'plain_budget_run', 'budget_comparison']
+           'data_path_benchmark', 'run_data_path_benchmark', 'cosine_lr', 'plain_budget_run', 'budget_comparison',
+           'budget_check']
 
 # %% ../nbs/23_bench.ipynb #0e3610ff
 import json
@@ -298,6 +299,41 @@ def budget_comparison(budgets=(120.0, 240.0), model: str = 'resnet_20', data_dir
             print(f"{loop:7} {budget:8.0f} {result['train_seconds']:9.1f} {result['train_seconds'] / budget:9.1%} "
                   f"{result['steps']:6d} {result['images_per_second']:9.1f} {result['top1']:7.4f} {result['top5']:7.4f} "
                   f"{result['eval_seconds']:7.1f} {setup:>8}", flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(dict(environment=environment(training_device()), rows=rows), indent=1))
+    return rows
+
+# %% ../nbs/23_bench.ipynb #36bf7d94
+def budget_check(budget_s: float = 60.0, models=None, data_dir=None, out='benchmarks/budget-check-60.json',
+                 runs_out=None, test_images: int = 500, seed: int = 0) -> list[dict]:
+    """Train each of `models` (default: all) under `cpu-budget` for `budget_s`, into `runs_out` (default: beside `out`,
+    named like it); print and return how the budget held."""
+    from cifar_study.training import RunFailedError, train_model
+    print(f"{'model':28} {'images/s':>8} {'step s':>6} {'steps':>5} {'trained s':>9} {'of budget':>9} {'probe steps':>11} "
+          f"{'probe s':>7} {'set-up s':>8} {'set-up':>6}  (budget {budget_s:g} s, cpu-budget profile)", flush=True)
+    rows = []
+    for name in models or list_models():
+        try:
+            record = train_model(name, profile='cpu-budget', budget_s=budget_s, data_dir=data_dir, seed=seed, force=True,
+                                 test_limit=test_images, epoch_test_images=None, corruption_images=0,
+                                 out=runs_out or Path(out).with_suffix(''))
+        except RunFailedError as e:
+            print(f"{name:28} failed: {e}", flush=True)
+            rows.append(dict(model=name, budget_s=budget_s, failed=str(e)))
+            continue
+        budget = record.budget
+        row = dict(model=name, budget_s=budget_s, images_per_second=budget['probe_train_images_per_second'],
+                   step_seconds=round(record.config['batch_size'] / budget['probe_train_images_per_second'], 2),
+                   steps=budget['steps'], epochs=budget['epochs'], train_seconds=record.train_seconds,
+                   share_used=budget['share_used'], outside_tolerance=budget['outside_tolerance'],
+                   probe_steps=budget['probe_steps'], probe_seconds=budget['probe_seconds'],
+                   setup_seconds=record.setup_seconds, setup_share=round(record.setup_seconds / budget_s, 3))
+        rows.append(row)
+        flag = '  outside 10 %' if row['outside_tolerance'] else ''
+        print(f"{name:28} {row['images_per_second']:8.1f} {row['step_seconds']:6.2f} {row['steps']:5d} "
+              f"{row['train_seconds']:9.1f} {row['share_used']:9.1%} {row['probe_steps']:11d} {row['probe_seconds']:7.1f} "
+              f"{row['setup_seconds']:8.1f} {row['setup_share']:6.1%}{flag}", flush=True)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(dict(environment=environment(training_device()), rows=rows), indent=1))

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import math
 import os
 import signal
 import sys
@@ -124,11 +125,15 @@ def run_training(args):
 # %% ../nbs/90_cli.ipynb #d6bfae96
 def run_bench(args):
     """cifar-study bench: throughput and memory per model; with --data-paths, both data paths, FLOP utilisation and the
-    projected hours of a plan; with --budget, budgeted training: the engine against a plain loop."""
-    from cifar_study.bench import budget_comparison, run_benchmark, run_data_path_benchmark
+    projected hours of a plan; with --budget, budgeted training: the engine against a plain loop; with --budget-check,
+    how every model's budget holds."""
+    from cifar_study.bench import budget_check, budget_comparison, run_benchmark, run_data_path_benchmark
     from cifar_study.plans import get_plan
-    out = args.out or f"benchmarks/{'budget' if args.budget else 'data_paths' if args.data_paths else 'bench'}.json"
+    kind = ('budget' if args.budget else f'budget-check-{args.budget_check:g}' if args.budget_check
+            else 'data_paths' if args.data_paths else 'bench')
+    out = args.out or f"benchmarks/{kind}.json"
     if args.budget: budget_comparison(args.budget, (args.models or ['resnet_20'])[0], args.data_dir, out=out)
+    elif args.budget_check: budget_check(args.budget_check, args.models, args.data_dir, out=out)
     elif args.data_paths:
         runs = [job.model for job in get_plan(args.plan).jobs()]
         run_data_path_benchmark(args.models, args.batch_size, args.steps, args.warmup, args.num_workers, args.compile, runs, out)
@@ -243,6 +248,12 @@ def _count(minimum: int):
         return value
     return parse
 
+def _positive_seconds(text: str) -> float:
+    "An argparse type: a finite number of seconds above 0."
+    value = float(text)
+    if not 0 < value < math.inf: raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text}")
+    return value
+
 def build_parser() -> argparse.ArgumentParser:
     "The `cifar-study` argument parser."
     parser = argparse.ArgumentParser(prog='cifar-study', description=__doc__ or 'CIFAR-100 architecture study')
@@ -288,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--budget', type=float, nargs='+', metavar='SECONDS',
                        help="train the first --models entry (default resnet_20) for each budget on the real data, with the "
                             "engine's cpu-budget profile and with a plain PyTorch loop, and compare them")
-    bench.add_argument('--data-dir', help='CIFAR-100 folder for --budget (default: $CIFAR_STUDY_DATA, then data/)')
+    bench.add_argument('--budget-check', type=_positive_seconds, metavar='SECONDS',
+                       help="train every --models entry (default: all) under the cpu-budget profile for SECONDS on the real "
+                            "data and tabulate how much of the budget each used, its probe and its set-up")
+    bench.add_argument('--data-dir', help='CIFAR-100 folder for --budget and --budget-check (default: $CIFAR_STUDY_DATA, then data/)')
     bench.set_defaults(run=run_bench)
 
     from cifar_study.plans import PLANS

@@ -85,7 +85,8 @@ def plan_budget(budget_s: float, images_per_second: float, steps_per_epoch: int,
                 probe_steps: int = 0, probe_seconds: float = 0.0) -> dict:
     """The optimiser steps (and so epochs, the last maybe partial) that fill `budget_s` of training: the `probe_steps`
     trained in `probe_seconds`, then as many as the rest of the budget fits at `images_per_second` (of all processes)."""
-    steps = probe_steps + int(max(budget_s - probe_seconds, 0.0) * images_per_second / batch_size)
+    # to the nearest step: a slow model's budget is missed by at most half a step either way, not by up to a whole one
+    steps = probe_steps + round(max(budget_s - probe_seconds, 0.0) * images_per_second / batch_size)
     if steps < 1:
         raise ValueError(f"A training budget of {budget_s:g} s fits no optimiser step here "
                          f"(~{batch_size / images_per_second:.1f} s per batch of {batch_size}): raise --budget-s")
@@ -95,8 +96,9 @@ def plan_budget(budget_s: float, images_per_second: float, steps_per_epoch: int,
                 planned_train_seconds=round(probe_seconds + (steps - probe_steps) * batch_size / images_per_second, 2))
 
 class BudgetProbe(Callback):
-    """A budgeted run's speed probe is its own first steps: after `warmup` steps, time up to `timed` more (at most
-    `probe_share` of the budget), then call `settle(steps, seconds, images_per_second)` once, on every process."""
+    """A budgeted run's speed probe is its own first steps: after `warmup` steps (fewer when they already took
+    `probe_share` of the budget), time up to `timed` more (at most `probe_share` of the budget), then call
+    `settle(steps, seconds, images_per_second)` once, on every process."""
     order = 85
     def __init__(self, settle, budget_s: float, world_size: int = 1, warmup: int = 3, timed: int = 30,
                  probe_share: float = 0.05):
@@ -112,11 +114,13 @@ class BudgetProbe(Callback):
         self.steps += 1
         self.images += find_bs(self.yb)
         seconds = self.seconds_before + time.perf_counter() - self.phase_start  # training time so far: what the budget counts
-        if self.steps == self.warmup:  # every process times the same steps: rank 0's first steps say how many
-            per_step = all_gather(seconds / self.warmup, self.world_size)[0]
+        if self.mark is None:  # every process times the same steps: rank 0's clock ends the warm-up and says how many
+            seconds_so_far = all_gather(seconds, self.world_size)[0]
+            if self.steps < self.warmup and seconds_so_far < self.probe_share * self.budget_s: return
+            per_step = seconds_so_far / self.steps
             self.timed = max(1, min(self.timed, int(self.probe_share * self.budget_s / per_step)))
-            self.mark = (self.images, seconds)
-        elif self.mark and self.steps == self.warmup + self.timed:
+            self.mark, self.last = (self.images, seconds), self.steps + self.timed
+        elif self.steps == self.last:
             images, start = self.mark
             rate, seconds = all_gather(((self.images - images) / (seconds - start), seconds), self.world_size)[0]
             self.settled = True

@@ -49,3 +49,25 @@ def test_data_path_bench_command(tmp_path, capsys):
     assert result['projected']['runs'] == len(PLANS['all'].jobs()) and result['projected']['runs_measured'] == 3
     assert result['rows'][0]['per_image_ips'] > 0 and result['rows'][0]['batched_ips'] > 0
     assert 'per-image' in printed and 'batched' in printed and 'projected:' in printed
+
+
+def test_budget_check_command_tabulates_every_model_it_trains(tmp_path, capsys, synthetic_data):
+    main(['bench', '--budget-check', '2', '--models', 'resnet_20', 'ghost_resnet_20', '--data-dir',
+          str(synthetic_data['npz']), '--out', str(tmp_path/'check.json')])
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path/'check.json').read_text())['rows']
+    assert [row['model'] for row in rows] == ['resnet_20', 'ghost_resnet_20']
+    for row in rows:  # each row is its run's record: the runs lie beside the table, named like it
+        record = json.loads(next((tmp_path/'check').glob(f"cpu-budget/{row['model']}*/seed0/record.json")).read_text())
+        assert (row['steps'], row['share_used']) == (record['budget']['steps'], record['budget']['share_used'])
+        assert row['setup_seconds'] == record['setup_seconds'] and row['steps'] > row['probe_steps'] >= 2
+        assert record['config']['corruption_images'] == 0 and record['final']['test_images'] == 100
+    table = [line.split()[0] for line in printed.splitlines() if line.endswith('%') or 'of budget' in line]
+    assert table == ['model', 'resnet_20', 'ghost_resnet_20']  # a heading, then a row as each run ends
+
+
+@pytest.mark.parametrize('seconds', ['0', '-5', 'inf', 'nan'])
+def test_budget_check_refuses_a_budget_that_is_not_a_positive_time(seconds, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(['bench', '--budget-check', seconds])
+    assert exit_.value.code == 2 and 'finite number of seconds above 0' in capsys.readouterr().err

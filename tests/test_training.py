@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ from cifar_study.learner import BatchMixUp, InferenceModeEval, MetricsOnDevice, 
 from cifar_study.models import create_model
 from cifar_study.recipes import config_overrides, overrides_hash, resolve_config, run_folder_path
 from cifar_study.records import RunRecordError, load_run_record
-from cifar_study.training import RunExistsError, RunFailedError, plan_budget, plan_run, run, train_model
+from cifar_study.training import BudgetProbe, RunExistsError, RunFailedError, plan_budget, plan_run, run, train_model
 
 BIN = Path(sys.executable).parent
 EPOCH_METRICS = ('steps', 'train_loss', 'test_loss', 'top1', 'top5', 'lr')
@@ -301,7 +302,7 @@ def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
     # the probe is the run's first steps; then as many steps as the rest of the budget fits at their speed; the last
     # epoch may be partial (the recorded speed and seconds are rounded: one step either way)
     rest = (8.0 - budget['probe_seconds']) * budget['probe_train_images_per_second'] / 32
-    assert 3 < budget['probe_steps'] < budget['steps'] and abs(budget['steps'] - budget['probe_steps'] - rest) <= 1
+    assert 1 < budget['probe_steps'] < budget['steps'] and abs(budget['steps'] - budget['probe_steps'] - rest) <= 1
     assert budget['epochs'] == -(-budget['steps'] // steps_per_epoch) == len(record.epochs)
     assert sum(row['steps'] for row in record.epochs) == budget['steps']
     assert (record.config['steps'], record.config['epochs']) == (budget['steps'], budget['epochs'])
@@ -316,6 +317,21 @@ def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
     assert record.final['test_images'] == 100 and record.final['seconds'] >= 0
     top1, top5 = evaluate_checkpoint(run_dir(tmp_path), synthetic_data['npz'])
     assert record.final['top1'] == pytest.approx(top1, abs=1e-6) and record.final['top5'] == pytest.approx(top5, abs=1e-6)
+
+
+def test_a_slow_model_settles_its_budget_before_spending_it(monkeypatch):
+    # one step of 18.5 s (mlp_mixer_b16 here) in a 60 s budget: three warm-up steps would spend 55 s before timing one
+    clock = iter(range(0, 1000, 37)).__next__  # the fake clock: before_train, then every step 18.5 s later
+    monkeypatch.setattr(training, 'time', SimpleNamespace(perf_counter=lambda: clock() / 2))
+    settled = []
+    probe = BudgetProbe(lambda *args: settled.append(args), budget_s=60.0)
+    probe.learn = SimpleNamespace(training=True, yb=(torch.zeros(128),))
+    probe.before_fit(), probe.before_train()
+    for _ in range(6): probe.after_batch()
+    (steps, seconds, images_per_second), = settled  # the warm-up ends at the first step already over 5 % of the budget
+    assert (steps, seconds, images_per_second) == (2, 37.0, pytest.approx(128 / 18.5))
+    plan = plan_budget(60.0, images_per_second, 390, 128, steps, seconds)  # the rest fits 1.24 steps: to the nearest, 1
+    assert plan['steps'] == 3 and plan['planned_train_seconds'] == 55.5
 
 
 def test_planned_steps_end_inside_an_epoch(tmp_path, synthetic_data):
