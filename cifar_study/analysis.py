@@ -35,7 +35,8 @@ from scipy import stats
 from .models import MODEL_REGISTRY, TECHNIQUE_GROUPS, list_models
 from .plans import PLANS
 from .records import RunRecord, RunRecordError, load_run_record, portable_path
-from .status import batch_status
+from .run_folder import RECORD
+from .status import batch_status, unreadable_records
 
 # %% ../nbs/40_analysis.ipynb #284de040
 @dataclass(frozen=True)
@@ -88,12 +89,14 @@ def load_study(results='results', profile: str = 'cpu-budget') -> Study:
     results = Path(results)
     if not results.is_dir():
         raise ValueError(f"--results {results}: no such folder: pass the folder that `cifar-study run --out` wrote to")
+    def ours(folder) -> bool:  # results/<profile>/... or the old layout's results/<run>; not another folder's (a sweep)
+        where = Path(folder).relative_to(results).parts
+        return where[0] == profile or len(where) == 1
+    rows = [row for row in batch_status(results, profile=profile) if ours(row['folder'])]
+    if unreadable := unreadable_records(rows): raise RunRecordError(f"a report needs every record: {unreadable}")
     runs = []
-    for row in batch_status(results, profile=profile):
-        where = Path(row['folder']).relative_to(results).parts
-        if where[0] != profile and len(where) > 1: continue  # another folder's runs (a sweep), not this study's layout
-        try: record = load_run_record(row['folder'])
-        except RunRecordError: record = None
+    for row in rows:
+        record = load_run_record(row['folder']) if (Path(row['folder'])/RECORD).exists() else None
         error = failure_cause(record.error if record and record.error else row['error'])
         runs.append(Run(variant_name(row['model'], row['overrides']), row['model'], row['seed'], row['status'],
                         Path(row['folder']), record, error))

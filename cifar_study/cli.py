@@ -107,7 +107,12 @@ def run_training(args):
     if args.show_profile and not args.model: return print(show_profile(args.show_profile))
     if not args.model: raise ValueError("name a model to train (cifar-study models lists them)")
     only_plan = args.dry_run or args.show_profile
-    if args.gpus > 1 and 'WORLD_SIZE' not in os.environ and not only_plan: return _relaunch_on_gpus(args.gpus)
+    if args.gpus > 1 and 'WORLD_SIZE' not in os.environ:
+        import torch
+        if args.gpus > torch.cuda.device_count():  # DDP over gloo on the CPU is allowed (the tests use it), but said
+            print(f"cifar-study: --gpus {args.gpus}: {torch.cuda.device_count()} GPU(s) visible here, so this starts "
+                  f"{args.gpus} CPU processes (DDP over gloo); leave --gpus out to train in one process", file=sys.stderr)
+        if not only_plan: return _relaunch_on_gpus(args.gpus)
     from cifar_study.training import plan_run, run
     options = {k: v for k, v in vars(args).items()
                if k not in ('command', 'run', 'model', 'resume', 'force', 'gpus', 'show_profile', 'dry_run')}
@@ -193,10 +198,13 @@ def run_plans(args):
 
 def print_status(args):
     "cifar-study status: one row per run folder under --out and a total line (or JSON)."
-    from cifar_study.status import batch_status, status_table, status_totals
+    from cifar_study.status import batch_status, status_table, status_totals, unreadable_records
     rows = batch_status(args.out, args.plan, args.profile)
-    if args.json: return print(json.dumps(dict(runs=rows, totals=status_totals(rows)), indent=1))
-    print(status_table(rows, args.out))
+    if args.json: print(json.dumps(dict(runs=rows, totals=status_totals(rows)), indent=1))
+    else: print(status_table(rows, args.out))
+    if unreadable := unreadable_records(rows):  # a line per folder: each names its own file
+        for line in unreadable.splitlines(): print(f"cifar-study: error: {line}", file=sys.stderr)
+        sys.exit(2)
 
 def run_report(args):
     "cifar-study report: execute the report notebook on the run records, render it, and print the HTML file's path."
@@ -248,6 +256,13 @@ def _count(minimum: int):
         return value
     return parse
 
+def _one_of(names, what: str):
+    "An argparse type: one of `names` (a profile, a technique group), or an error naming them all."
+    def parse(text: str) -> str:
+        if text not in names: raise argparse.ArgumentTypeError(f"unknown {what} {text!r}: use one of {', '.join(names)}")
+        return text
+    return parse
+
 def _positive_seconds(text: str) -> float:
     "An argparse type: a finite number of seconds above 0."
     value = float(text)
@@ -256,8 +271,10 @@ def _positive_seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     "The `cifar-study` argument parser."
+    from cifar_study.recipes import PROFILES
     parser = argparse.ArgumentParser(prog='cifar-study', description=__doc__ or 'CIFAR-100 architecture study')
     commands = parser.add_subparsers(dest='command', required=True)
+    profile = _one_of(PROFILES, 'profile')
 
     data = commands.add_parser('data', help='check the CIFAR-100 copy that runs will use')
     data_commands = data.add_subparsers(dest='data_command', required=True)
@@ -279,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--force', action='store_true', help='train again over an existing run (its files are kept aside)')
     train.add_argument('--dry-run', action='store_true', help='print the run plan and exit; nothing is written')
     train.add_argument('--gpus', type=_count(1), default=1, help='number of GPU processes (DDP through torch.distributed.run)')
-    train.add_argument('--show-profile', metavar='PROFILE', help='print a profile (the whole run plan under it if MODEL is given) and exit')
+    train.add_argument('--show-profile', metavar='PROFILE', type=profile, help='print a profile (the whole run plan under it if MODEL is given) and exit')
     add_config_options(train)
     train.set_defaults(run=run_training)
 
@@ -310,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument('plans', nargs='*', metavar='PLAN', help=f"a plan: {', '.join(PLANS)}, or a TOML plan file")
     batch.add_argument('--plan-file', action='append', default=[], metavar='FILE',
                        help='a TOML plan file (models, seeds, profile, overrides per model); may be repeated')
-    batch.add_argument('--profile', help="use this profile instead of the plans' own")
+    batch.add_argument('--profile', type=profile, help="use this profile instead of the plans' own")
     batch.add_argument('--seeds', type=int, nargs='+', metavar='SEED', help="use these seeds instead of the plans' own")
     batch.add_argument('--models', nargs='+', metavar='MODEL', help="only these of the plans' models")
     batch.add_argument('--shard', metavar='I/N', help='run only shard I of N (1-based), so that N machines share the batch')
@@ -334,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser('status', help='one row per run under --out: plans, status, epochs, final top-1, wall time')
     status.add_argument('--out', default='results', help='the folder the runs were written to (default: results)')
     status.add_argument('--plan', help='only the runs of this plan (a name, or a TOML plan file)')
-    status.add_argument('--profile', help='only the runs of this profile')
+    status.add_argument('--profile', type=profile, help='only the runs of this profile')
     status.add_argument('--json', action='store_true', help='print JSON')
     status.set_defaults(run=print_status)
 
@@ -343,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument('run_dirs', nargs='*', metavar='RUN_DIR', help='run folders (default: the completed runs under --out)')
     evaluate.add_argument('--out', default='results', help='the folder the runs were written to (default: results)')
     evaluate.add_argument('--plan', help='only the runs of this plan (a name, or a TOML plan file)')
-    evaluate.add_argument('--profile', help='only the runs of this profile')
+    evaluate.add_argument('--profile', type=profile, help='only the runs of this profile')
     evaluate.add_argument('--corruption-images', type=_count(0), metavar='N',
                           help="test images in the corrupted set (default: the run's corruption_images; 0: none)")
     evaluate.add_argument('--force', action='store_true', help='evaluate runs that were evaluated already')
@@ -357,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser('report', help='the report from the run records: executed with papermill, rendered with '
                                                 'Quarto (HTML and PDF) or, without quarto on PATH, nbconvert (HTML)')
     report.add_argument('--results', default='results', help='the folder the runs were written to (default: results)')
-    report.add_argument('--profile', default='cpu-budget', help='the profile whose runs it shows (default: cpu-budget)')
+    report.add_argument('--profile', default='cpu-budget', type=profile, help='the profile whose runs it shows (default: cpu-budget)')
     report.add_argument('--out', default='docs', help='where the executed notebook, the HTML and the PDF go (default: docs)')
     report.add_argument('--title', help="the report's title (default: names the profile)")
     report.set_defaults(run=run_report)
@@ -374,7 +391,9 @@ def _os_error_message(error: OSError) -> str:
     if error.errno == errno.ENOSPC: return f"no space left on the device{where}: free some space, or pass --out on another disk"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write{where}: {error.strerror}; pass --out (or --data-dir) to a folder you can write to"
-    return f"{error.strerror or error}{where}"
+    if error.errno == errno.ENOENT and error.filename:
+        return f"cannot create or find {error.filename}: {error.strerror}; pass --out (or --data-dir) to a folder you can write to"
+    return f"{error.strerror or error}{where}: check the path, or pass --out (or --data-dir) to another folder"
 
 def exit_status(error: BaseException) -> int | None:
     "2 for bad input (data, model name, config, run folder, file system), 1 for a failed run, None for a bug."

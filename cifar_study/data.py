@@ -116,8 +116,12 @@ class CIFARSplit:
 def _read_meta(folder: Path) -> dict:
     path = folder/'meta.json'
     if not path.exists(): raise data_error(folder, "meta.json is missing (it names the data and holds checksums)")
-    try: return json.loads(path.read_text())
+    try: meta = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise data_error(path, f"meta.json is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get('files', {}), dict) or not all(
+            isinstance(entry, dict) for entry in meta.get('files', {}).values()):
+        raise data_error(path, 'meta.json must be an object whose "files" maps each npz name to {"count", "sha256"}')
+    return meta
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -132,13 +136,16 @@ def _validate(split: CIFARSplit, path) -> CIFARSplit:
         raise data_error(path, f"images have shape {images.shape} and dtype {images.dtype}, expected [N,32,32,3] uint8")
     if labels.shape != (len(images),):
         raise data_error(path, f"{labels.shape[0] if labels.ndim else 0} labels for {len(images)} images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise data_error(path, f"labels are {labels.dtype} values, expected integers 0..{NUM_CLASSES - 1}")
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise data_error(path, f"labels range from {labels.min()} to {labels.max()}, expected 0..{NUM_CLASSES - 1}")
     coarse = split.coarse_labels
     if coarse is not None:
         coarse = np.asarray(coarse)
-        if coarse.shape != labels.shape or coarse.min() < 0 or coarse.max() >= NUM_SUPERCLASSES:
-            raise data_error(path, f"superclass labels must be {len(labels)} values in 0..{NUM_SUPERCLASSES - 1}")
+        if (not np.issubdtype(coarse.dtype, np.integer) or coarse.shape != labels.shape or coarse.min() < 0
+                or coarse.max() >= NUM_SUPERCLASSES):
+            raise data_error(path, f"superclass labels must be {len(labels)} integers in 0..{NUM_SUPERCLASSES - 1}")
         coarse = coarse.astype(np.int64)
     return CIFARSplit(images, labels.astype(np.int64), coarse)
 
@@ -182,7 +189,11 @@ def _load_npz_split(folder: Path, split: str) -> CIFARSplit:
         raise CIFARDataError(f"meta.json's SHA-256 for {path.name} is wrong: {path.name} itself is intact (its zip CRCs "
                              f"check, its arrays load and it holds the {entry['count']} images meta.json lists); "
                              f"fix or restore {folder/'meta.json'}")
-    return _read_npz(path)
+    split_data = _read_npz(path)
+    if entry.get('count') is not None and len(split_data) != entry['count']:
+        raise data_error(folder/'meta.json', f"lists {entry['count']} images for {path.name}, which holds {len(split_data)} "
+                                            f"(its SHA-256 matches): fix the count")
+    return split_data
 
 # %% ../nbs/00_data.ipynb #91084e24
 def _pickle_checksums(folder: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .recipes import DEFAULT_PROFILE
+from .recipes import DEFAULT_PROFILE, PROFILES
 
 # %% ../nbs/30_plans.ipynb #59cb0498
 BATCH_OPTIONS = ('model', 'profile', 'seed', 'data_dir', 'out')  # set per job or per batch, never as a plan's override
@@ -95,11 +95,16 @@ def load_plan_file(path) -> Plan:
     path = Path(path)
     try: raw = tomllib.loads(path.read_text())
     except FileNotFoundError: raise ValueError(f"plan file {path} not found: pass the path of a TOML plan file") from None
+    except IsADirectoryError: raise ValueError(f"plan file {path} is a folder: pass the path of a TOML plan file") from None
+    except UnicodeDecodeError: raise ValueError(f"plan file {path} is not text (not UTF-8): pass a TOML plan file") from None
     except tomllib.TOMLDecodeError as e: raise ValueError(f"plan file {path} is not valid TOML ({e})") from None
     def fail(problem): raise ValueError(f"plan file {path}: {problem}")
     unknown = sorted(set(raw) - set(PLAN_FILE_KEYS))
     if unknown: fail(f"unknown key(s) {', '.join(unknown)}; a plan file has {', '.join(PLAN_FILE_KEYS)}")
     models, seeds, overrides = raw.get('models'), raw.get('seeds', [0]), raw.get('overrides', {})
+    profile = raw.get('profile', DEFAULT_PROFILE)
+    if profile not in PROFILES: fail(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+    if not isinstance(overrides, dict): fail('`overrides` must be tables of config fields, e.g. [overrides.resnet_20] lr = 0.05')
     if not models or not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         fail('`models` must be a non-empty list of model names, e.g. models = ["resnet_20"]')
     if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds):
@@ -110,8 +115,7 @@ def load_plan_file(path) -> Plan:
         for name, value in settings.items():
             if name in BATCH_OPTIONS: fail(f"overrides.{model}.{name}: set {name} for the whole batch (plan key or command-line option)")
             if isinstance(value, (dict, list)): fail(f"overrides.{model}.{name} must be a single value")
-    return Plan(path.stem, raw.get('description', f'plan file {path}'), tuple(models), tuple(seeds),
-                raw.get('profile', DEFAULT_PROFILE), overrides)
+    return Plan(path.stem, raw.get('description', f'plan file {path}'), tuple(models), tuple(seeds), profile, overrides)
 
 # %% ../nbs/30_plans.ipynb #8edb4608
 def get_plan(name_or_file: str) -> Plan:

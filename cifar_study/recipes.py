@@ -12,6 +12,7 @@ __all__ = ['RECIPES', 'OPTIMIZERS', 'PRECISIONS', 'SWITCHES', 'SCHEDULE_STEPS', 
 # %% ../nbs/20_recipes.ipynb #9e77ffe9
 import hashlib
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -155,9 +156,26 @@ def _at_least_one(config: TrainConfig, name: str) -> tuple[bool, str]:
     return (value is None or value >= 1,
             f"{name} must be at least 1 (got {value}): pass a positive --{name.replace('_', '-')} or leave it unset")
 
+_KINDS = dict(bool='yes or no', int='an integer', float='a finite number', str='text')
+
+def _wrong_types(config: TrainConfig) -> list[str]:
+    "A message for each field whose value is not of its annotated type (a plan file or a caller can pass anything)."
+    problems = []
+    for f in fields(TrainConfig):
+        value, kinds = getattr(config, f.name), [k for k in _KINDS if k in str(f.type)]
+        fits = ((value is None and 'None' in str(f.type)) or (isinstance(value, bool) and 'bool' in kinds)
+                or (isinstance(value, int) and not isinstance(value, bool) and ('int' in kinds or 'float' in kinds))
+                or (isinstance(value, float) and 'float' in kinds and math.isfinite(value))
+                or (isinstance(value, str) and 'str' in kinds))
+        if not fits:
+            wanted = ' or '.join(_KINDS[k] for k in kinds) + (' (or none)' if 'None' in str(f.type) else '')
+            problems.append(f"{f.name} must be {wanted}, got {value!r}")
+    return problems
+
 def validate_config(config: TrainConfig) -> TrainConfig:
     "Raise a `ValueError` naming the field and the fix for any setting that cannot run."
     from cifar_study.data import AUGMENT_PRESETS
+    if wrong := _wrong_types(config): raise ValueError(f"Bad config for {config.model} ({config.profile} profile): {'; '.join(wrong)}")
     checks = [
         (config.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
         (config.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
@@ -167,6 +185,8 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         (config.epochs >= 1, "epochs must be at least 1"),
         (config.batch_size >= 1, "batch_size must be at least 1"),
         (config.lr > 0, "lr must be positive"),
+        (0 <= config.momentum < 1, "momentum must be in [0, 1)"),
+        (config.weight_decay >= 0, "weight_decay must be 0 or more"),
         (0 <= config.final_lr <= config.lr, "final_lr must lie between 0 and lr"),
         (0 <= config.warmup_epochs < config.epochs or config.budget_s, "warmup_epochs must be below epochs"),
         (0 <= config.warmup_share < 1, "warmup_share must be in [0, 1)"),

@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'RUN_STATUSES', 'SOURCE_PATHS', 'EPOCH_FIELDS', 'MIGRATIONS', 'atomic_write_bytes', 'utc_now',
-           'repo_root', 'portable_path', 'local_path', 'git_state', 'source_diff', 'cpu_name', 'environment',
-           'RunRecord', 'RunRecordError', 'migrate_record', 'validate_run_record', 'load_run_record',
+           'strict_json', 'repo_root', 'portable_path', 'local_path', 'git_state', 'source_diff', 'cpu_name',
+           'environment', 'RunRecord', 'RunRecordError', 'migrate_record', 'validate_run_record', 'load_run_record',
            'find_run_records']
 
 # %% ../nbs/21_records.ipynb #5deb5040
 import json
+import math
 import os
 import platform
 import socket
@@ -42,6 +43,15 @@ def atomic_write_bytes(path, data: bytes):
 
 def utc_now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
 
+def strict_json(value, **kwargs) -> str:
+    "`value` as strict JSON (RFC 8259 has no NaN or Infinity): a non-finite float becomes null."
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v): return None
+        if isinstance(v, dict): return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)): return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
 # %% ../nbs/21_records.ipynb #52247a07
 def repo_root() -> Path:
     """The repository holding this package (a checkout, or an editable install of one); for an installed wheel, the
@@ -70,7 +80,8 @@ def local_path(stored) -> Path | None:
 SOURCE_PATHS = ('cifar_study', 'nbs', 'tests', 'pyproject.toml', 'requirements.txt', 'Makefile')
 
 def _git(repo, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(['git', '-C', str(repo), *args], capture_output=True, text=True, timeout=30)
+    # a deleted or changed file git takes for text may hold any bytes: keep them readable rather than fail the run
+    return subprocess.run(['git', '-C', str(repo), *args], capture_output=True, text=True, errors='replace', timeout=30)
 
 def _untracked_sources(repo) -> list[str]:
     listed = _git(repo, 'ls-files', '--others', '--exclude-standard', '--', *SOURCE_PATHS)
@@ -171,7 +182,7 @@ class RunRecord:
 
     def save(self, path):
         "Write the record as JSON, atomically."
-        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1).encode())
+        atomic_write_bytes(path, strict_json(self.to_dict(), indent=1).encode())
 
 # %% ../nbs/21_records.ipynb #e62977ab
 class RunRecordError(ValueError):

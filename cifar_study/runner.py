@@ -48,7 +48,8 @@ def notebook_parameters(job: Job, options: BatchOptions) -> dict:
                 gpus=options.gpus_per_run, command=list(options.command) or None)
 
 def check_batch(jobs: list[Job], options: BatchOptions):
-    "Refuse, in one line each, a missing template, kernel or data folder, and parameters the template does not declare."
+    """Refuse, in one line each, a missing template or kernel, data that does not load (when a run would train), and
+    parameters the template does not declare."""
     import papermill
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     if not Path(options.template).exists(): raise ValueError(f"run notebook {options.template} not found: restore it from git")
@@ -58,6 +59,10 @@ def check_batch(jobs: list[Job], options: BatchOptions):
                                           f"environment that has cifar_study") from None
     if options.data_dir and not Path(options.data_dir).is_dir():
         raise ValueError(f"--data-dir {options.data_dir} is not a folder: pass the folder holding CIFAR-100")
+    if any(job_decision(job, options).action in ('start', 'resume', 'restart') for job in jobs):
+        from cifar_study.data import find_cifar100, load_split
+        source = find_cifar100(options.data_dir)
+        for split in ('train', 'test'): load_split(source, split)  # checksums and contents, before any kernel (and in a dry run)
     declared = set(papermill.inspect_notebook(options.template))
     unknown = sorted({name for job in jobs for name in notebook_parameters(job, options)} - declared)
     if unknown: raise ValueError(f"{options.template} declares no parameter(s) {', '.join(unknown)}: its parameters "
@@ -110,6 +115,14 @@ def _execute(job: Job, options: BatchOptions, folder: RunFolder) -> tuple[str, s
             folder.mark_dead(cause, log=lambda line: print(line, file=log))
             return 'kernel died', cause
 
+def _close_killed_attempts(folder: RunFolder, description: dict, job_file: dict | None):
+    "Mark the attempts of runners killed outright (SIGKILL, a session's end), which could not say how they ended."
+    attempts = (job_file or {}).get('attempts', [])
+    killed = [attempt for attempt in attempts if attempt.get('outcome') == 'running'
+              and attempt.get('host') == socket.gethostname() and not holder_alive(attempt)]
+    for attempt in killed: attempt.update(outcome='interrupted', error='its runner was killed before recording how it ended')
+    if killed: folder.save_attempts(description, attempts)
+
 def run_job(job: Job, options: BatchOptions, gpus: str | None = None) -> JobOutcome:
     "Run `job` (pinned to `gpus`, a CUDA_VISIBLE_DEVICES value, if given) unless done or busy; return how it ended."
     folder = RunFolder(job.run_dir(options.out))
@@ -121,6 +134,7 @@ def run_job(job: Job, options: BatchOptions, gpus: str | None = None) -> JobOutc
     with folder.claim() as claimed:
         if not claimed: return JobOutcome(job, 'busy', str(run_dir), error='another runner is running it')
         state = folder.state()  # again under the claim: another runner may have run it since the batch started
+        _close_killed_attempts(folder, description, state.job)
         decision = job_decision(job, options, state)
         if decision.action == 'skip': return skipped(job, state, decision)
         if decision.action == 'refuse':

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['SETTLED_BY_THE_PROBE', 'UNSETTLED_EPOCHS', 'capture_rng', 'restore_rng', 'ThroughputProbe', 'plan_budget',
-           'BudgetProbe', 'RecordKeeper', 'TrainingCheckpoint', 'EpochLog', 'StopAfterSteps', 'RunExistsError',
-           'RunPlan', 'settle_budget', 'budget_outcome', 'plan_run', 'RunFailedError', 'run', 'train_model']
+           'BudgetProbe', 'RecordKeeper', 'TrainingCheckpoint', 'EpochLog', 'DivergedError', 'FailOnNonFiniteLoss',
+           'StopAfterSteps', 'RunExistsError', 'RunPlan', 'settle_budget', 'budget_outcome', 'plan_run',
+           'RunFailedError', 'run', 'train_model']
 
 # %% ../nbs/22_training.ipynb #1e225b21
 import io
@@ -28,7 +29,7 @@ from fastai.distributed import teardown_distrib
 from fastai.learner import Learner
 from fastai.torch_core import find_bs, num_distrib, rank_distrib, set_seed
 
-from .data import cifar100_dataloaders, data_checksums
+from .data import cifar100_dataloaders, data_checksums, find_cifar100
 from .distributed import all_gather, device_settings, precision_used, start_distributed, training_device, unwrap
 from .evaluation import evaluate_model
 from .learner import build_learner, create_run_model, lr_schedule, steps_per_epoch
@@ -96,7 +97,7 @@ def plan_budget(budget_s: float, images_per_second: float, steps_per_epoch: int,
                 planned_train_seconds=round(probe_seconds + (steps - probe_steps) * batch_size / images_per_second, 2))
 
 class BudgetProbe(Callback):
-    """A budgeted run's speed probe is its own first steps: after `warmup` steps (fewer when they already took
+    """A budgeted run's speed probe is its own first steps: after `warmup` steps (two when they already took
     `probe_share` of the budget), time up to `timed` more (at most `probe_share` of the budget), then call
     `settle(steps, seconds, images_per_second)` once, on every process."""
     order = 85
@@ -116,7 +117,8 @@ class BudgetProbe(Callback):
         seconds = self.seconds_before + time.perf_counter() - self.phase_start  # training time so far: what the budget counts
         if self.mark is None:  # every process times the same steps: rank 0's clock ends the warm-up and says how many
             seconds_so_far = all_gather(seconds, self.world_size)[0]
-            if self.steps < self.warmup and seconds_so_far < self.probe_share * self.budget_s: return
+            if self.steps < min(2, self.warmup) or (self.steps < self.warmup and seconds_so_far < self.probe_share * self.budget_s):
+                return  # a process's first step is always slow (allocations), so the warm-up is at least two steps
             per_step = seconds_so_far / self.steps
             self.timed = max(1, min(self.timed, int(self.probe_share * self.budget_s / per_step)))
             self.mark, self.last = (self.images, seconds), self.steps + self.timed
@@ -128,10 +130,12 @@ class BudgetProbe(Callback):
 
 # %% ../nbs/22_training.ipynb #4fbf8a7f
 class RecordKeeper(Callback):
-    "The only writer of `record.json`: each epoch's metrics and times, then the run's outcome."
+    """The only writer of `record.json`: each epoch's metrics and times (with the run's wall seconds so far, from
+    `wall_seconds()`, so that a killed run's record still covers its training), then the run's outcome."""
     order = 80
-    def __init__(self, record: RunRecord, path, start_epoch: int = 0, world_size: int = 1):
+    def __init__(self, record: RunRecord, path, start_epoch: int = 0, world_size: int = 1, wall_seconds=None):
         self.record, self.path, self.start_epoch, self.world_size = record, Path(path), start_epoch, world_size
+        self.wall_seconds = wall_seconds or (lambda: record.wall_seconds)
         self.session_images, self.session_train_seconds = 0, 0.0
         self.is_main = rank_distrib() == 0
 
@@ -170,7 +174,8 @@ class RecordKeeper(Callback):
         self.session_train_seconds += self.train_seconds
         distributed = self.record.distributed
         if distributed: distributed['train_samples_per_process'] = [n for n, _ in samples]
-        self.save(images_per_second=round(self.session_images / max(self.session_train_seconds, 1e-9), 1))
+        self.save(images_per_second=round(self.session_images / max(self.session_train_seconds, 1e-9), 1),
+                  wall_seconds=self.wall_seconds())
 
 class TrainingCheckpoint(Callback):
     "Save the whole training state after every epoch (rank 0); restore a saved one when the fit starts."
@@ -208,6 +213,22 @@ class EpochLog(Callback):
               f"test loss {row['test_loss']:.4f}  top-1 {row['top1']:.4f}  top-5 {row['top5']:.4f}  "
               f"lr {row['lr']:.3g}  {row['steps']} steps  train {row['train_seconds']:.1f} s  eval {row['eval_seconds']:.1f} s",
               flush=True)
+
+class DivergedError(FloatingPointError):
+    "The training loss stopped being a finite number: the run diverged."
+
+class FailOnNonFiniteLoss(Callback):
+    """Fail the run at the end of an epoch whose training loss was NaN or infinite, before that epoch is recorded or
+    checkpointed: the record keeps the last finite epoch and the checkpoint matches it."""
+    order = RecordKeeper.order - 1
+    def before_fit(self): self.finite = torch.ones((), dtype=torch.bool)
+    def before_train(self): self.finite = torch.ones((), dtype=torch.bool)  # a resumed run's skipped epochs never train
+    def after_batch(self):
+        if self.training: self.finite = self.finite.to(self.learn.loss.device) & torch.isfinite(self.learn.loss.detach())  # no sync per step
+    def after_epoch(self):
+        if not bool(self.finite):
+            raise DivergedError(f"the training loss became NaN or infinite in epoch {self.epoch + 1} at lr "
+                                f"{self.opt.hypers[0]['lr']:.3g}: the run diverged; lower --lr or set --grad-clip")
 
 class StopAfterSteps(Callback):
     "End training after `steps` optimiser steps in all (None: every epoch); the epoch they end in is still evaluated and recorded."
@@ -308,7 +329,19 @@ def plan_run(name: str, resume: bool = False, force: bool = False, command=None,
     if decision.action == 'refuse': raise (RunFolderBusyError if decision.reason == 'busy' else RunExistsError)(decision.message)
     if decision.action not in ('resume', 'skip'): return plan(requested, decision, state)
     moved = {k: getattr(requested, k) for k in RESUME_MAY_CHANGE if overrides.get(k) is not None}
-    return plan(validate_config(replace(stored, **moved)), decision, state)  # the run's own config
+    config = validate_config(replace(stored, **moved))  # the run's own config
+    if decision.action == 'resume': _refuse_other_data(state.record, config, run_dir)
+    return plan(config, decision, state)
+
+def _refuse_other_data(record, config: TrainConfig, run_dir: Path):
+    "A run resumes only on the data it started on: the same checksums, wherever the folder now lies."
+    before = record.data.get('checksums')
+    if not before: return  # records before checksums were kept
+    source = find_cifar100(config.data_dir, download=False)
+    if data_checksums(source) != before:
+        raise RunExistsError(f"{run_dir} started on other data ({record.data.get('name')} at {record.data.get('root')}) "
+                             f"than {portable_path(source.root)} holds (checksums differ): resume with the data it "
+                             f"started on, or pass --force to start anew on this data")
 
 # %% ../nbs/22_training.ipynb #b156fd8c
 class RunFailedError(RuntimeError):
@@ -382,12 +415,12 @@ def _fit(plan: RunPlan, cbs: list, session_start: float, stored: RunRecord | Non
     else:
         record = _new_record(plan, config, dls, params, flops)
         if rank_distrib() == 0: _keep_source_diff(record, plan.run_dir)
-    keeper = RecordKeeper(record, plan.run_dir/RECORD, plan.start_epoch, world_size)
     previous_setup, previous_eval, previous_wall = record.setup_seconds or 0.0, record.eval_seconds or 0.0, record.wall_seconds
+    wall_seconds = lambda: round(previous_wall + time.perf_counter() - session_start, 2)
+    keeper = RecordKeeper(record, plan.run_dir/RECORD, plan.start_epoch, world_size, wall_seconds)
     def totals(final_eval_seconds=0.0):
         epoch_eval = sum(row['eval_seconds'] or 0 for row in record.epochs[plan.start_epoch:])
-        return dict(eval_seconds=round(previous_eval + epoch_eval + final_eval_seconds, 2),
-                    wall_seconds=round(previous_wall + time.perf_counter() - session_start, 2),
+        return dict(eval_seconds=round(previous_eval + epoch_eval + final_eval_seconds, 2), wall_seconds=wall_seconds(),
                     peak_memory=_peak_memory(device), finished_at=utc_now())
     keeper.save()  # on record as running from here on: whatever ends the run is recorded
     try:
@@ -397,7 +430,7 @@ def _fit(plan: RunPlan, cbs: list, session_start: float, stored: RunRecord | Non
         if probing: config = replace(config, epochs=UNSETTLED_EPOCHS)  # until the probe settles the steps
         learn = build_learner(model, learn_dls, config, plan.precision)
         stop = StopAfterSteps(config.steps, per_epoch)
-        run_cbs = [keeper, TrainingCheckpoint(plan.run_dir/CHECKPOINT, config, dls.train, world_size, checkpoint), EpochLog(), stop]
+        run_cbs = [keeper, TrainingCheckpoint(plan.run_dir/CHECKPOINT, config, dls.train, world_size, checkpoint), EpochLog(), FailOnNonFiniteLoss(), stop]
         if probing:
             def settle(steps, seconds, images_per_second):
                 nonlocal plan

@@ -60,7 +60,7 @@ def test_budget_check_command_tabulates_every_model_it_trains(tmp_path, capsys, 
     for row in rows:  # each row is its run's record: the runs lie beside the table, named like it
         record = json.loads(next((tmp_path/'check').glob(f"cpu-budget/{row['model']}*/seed0/record.json")).read_text())
         assert (row['steps'], row['share_used']) == (record['budget']['steps'], record['budget']['share_used'])
-        assert row['setup_seconds'] == record['setup_seconds'] and row['steps'] > row['probe_steps'] >= 2
+        assert row['setup_seconds'] == record['setup_seconds'] and row['steps'] >= row['probe_steps'] >= 2  # a loaded machine's probe may fill the whole budget
         assert record['config']['corruption_images'] == 0 and record['final']['test_images'] == 100
     table = [line.split()[0] for line in printed.splitlines() if line.endswith('%') or 'of budget' in line]
     assert table == ['model', 'resnet_20', 'ghost_resnet_20']  # a heading, then a row as each run ends

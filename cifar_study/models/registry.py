@@ -76,6 +76,8 @@ def create_model(name: str, num_classes: int = 100, **overrides) -> nn.Module:
 
 def list_models(group: str | None = None) -> list[str]:
     "Registered model names, sorted, optionally only those of one technique group."
+    if group is not None and group not in TECHNIQUE_GROUPS:
+        raise ValueError(f"unknown technique group {group!r}: use one of {', '.join(TECHNIQUE_GROUPS)}")
     return sorted(name for name, spec in MODEL_REGISTRY.items() if group is None or spec.group == group)
 
 # %% ../../nbs/01_models.registry.ipynb #95d1512f
