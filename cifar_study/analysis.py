@@ -93,7 +93,7 @@ def load_study(results='results', profile: str = 'cpu-budget') -> Study:
         where = Path(folder).relative_to(results).parts
         return where[0] == profile or len(where) == 1
     rows = [row for row in batch_status(results, profile=profile) if ours(row['folder'])]
-    if unreadable := unreadable_records(rows): raise RunRecordError(f"a report needs every record: {unreadable}")
+    if unreadable := unreadable_records(rows): raise RunRecordError(f"a report needs every record: {'; '.join(unreadable)}")
     runs = []
     for row in rows:
         record = load_run_record(row['folder']) if (Path(row['folder'])/RECORD).exists() else None

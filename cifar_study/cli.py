@@ -203,7 +203,7 @@ def print_status(args):
     if args.json: print(json.dumps(dict(runs=rows, totals=status_totals(rows)), indent=1))
     else: print(status_table(rows, args.out))
     if unreadable := unreadable_records(rows):  # a line per folder: each names its own file
-        for line in unreadable.splitlines(): print(f"cifar-study: error: {line}", file=sys.stderr)
+        for line in unreadable: print(f"cifar-study: error: {line}", file=sys.stderr)
         sys.exit(2)
 
 def run_report(args):

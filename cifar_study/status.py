@@ -53,12 +53,11 @@ def batch_status(out, plan: str | None = None, profile: str | None = None) -> li
     return [row for row in rows if row['status'] == 'unreadable'  # whose run it is cannot be told: always shown
             or ((not selected or selected.name in (row['plans'] or [])) and (not profile or row['profile'] == profile))]
 
-def unreadable_records(rows: list[dict]) -> str | None:
-    "One line per run folder whose record cannot be read, naming the file and the ways out; None when every record reads."
-    lines = [f"{row['error']}: restore it (`git checkout -- {Path(row['folder'])/RECORD}` if it is committed) or move it "
-             f"aside; `--force` on its train or run command sets it aside and trains the run again"
-             for row in rows if row['status'] == 'unreadable']
-    return '\n'.join(lines) or None
+def unreadable_records(rows: list[dict]) -> list[str]:
+    "A line per run folder whose record cannot be read, naming the file and the ways out."
+    return [f"{row['error']}: restore it (`git checkout -- {Path(row['folder'])/RECORD}` if it is committed) or move it "
+            f"aside; `--force` on its train or run command sets it aside and trains the run again"
+            for row in rows if row['status'] == 'unreadable']
 
 def status_totals(rows: list[dict]) -> dict:
     "Runs per status and the wall time of them all."
