@@ -799,9 +799,9 @@ def _setting(record: RunRecord, name: str) -> str:
         return config['optimizer'] + (f" (momentum {config['momentum']:g})" if config['optimizer'].startswith('sgd') else '')
     if name == 'peak learning rate': return f"{config['lr']:g}"
     if name == 'schedule':
-        warmup = (f"{config['warmup_share']:.0%} of the steps" if config.get('warmup_share') else
-                  f"{config.get('warmup_epochs') or 0:g} epochs")
-        return f"linear warm-up over {warmup}, then cosine to {config.get('final_lr', 0):g}, stepped per {config.get('schedule_step', 'epoch')}"
+        warmup = (f"linear warm-up over {config['warmup_share']:.0%} of the steps, then " if config.get('warmup_share') else
+                  f"linear warm-up over {config['warmup_epochs']:g} epochs, then " if config.get('warmup_epochs') else 'no warm-up; ')
+        return f"{warmup}cosine to {config.get('final_lr', 0):g}, stepped per {config.get('schedule_step', 'epoch')}"
     if name == 'weight decay': return f"{config['weight_decay']:g}"
     if name == 'batch': return str(config['batch_size'])
     if name == 'augmentation': return f"{config['augment']}: " + ', '.join(record.augmentation.get('train', [])[:-1])
@@ -812,8 +812,10 @@ def _setting(record: RunRecord, name: str) -> str:
     if name == 'length': return f"{config['budget_s']:g} s of training" if config.get('budget_s') else f"{config['epochs']} epochs"
     if name == 'precision': return record.precision.get('used', config.get('precision'))
     if name == 'device': return device_text(record)
-    if name == 'evaluation': return (f"per epoch on {config.get('epoch_test_images') or 'all'} test images; final on the whole "
-                                     f"test split, and on {config.get('corruption_images')} images x 75 corruptions")
+    if name == 'evaluation':
+        corrupted = (f", and on {config['corruption_images']} of its images x 75 corruptions" if config.get('corruption_images')
+                     else '')
+        return f"per epoch on {config.get('epoch_test_images') or 'all the'} test images; final on the whole test split{corrupted}"
     raise ValueError(f"unknown recipe setting {name!r}")
 
 RECIPE_SETTINGS = ('length', 'optimiser', 'peak learning rate', 'schedule', 'weight decay', 'batch', 'augmentation',
@@ -921,12 +923,14 @@ def conclusions(studies: list[Study], tables: list[pd.DataFrame]) -> str:
         learned = table[table.learned]
         if learned.empty: continue
         best = learned.loc[learned.top1.idxmax()]
-        found.append(f"At {protocol_name(study)}, the best learned model is `{best.model}` with "
-                     f"{mean_std_text(best.top1, best.top1_std)} % final top-1 (n = {best.n}).")
+        found.append(f"At {protocol_name(study)}, the highest final top-1 among learned models is `{best.model}`'s, "
+                     f"{mean_std_text(best.top1, best.top1_std)} % (n = {best.n}).")
+        when = protocol_words(study)
         for ablation in ABLATIONS:
             frame = ablation_table(study, ablation)
-            decided = [f"`{row.model}` {row.verdict}" for row in frame.itertuples() if row.verdict not in ('baseline', 'pending')]
-            if decided: found.append(f"{ablation} ablation {protocol_words(study)}: " + '; '.join(decided) + '.')
+            decided = [f"`{row.model}` {row.verdict.replace(' ' + when, '')}" for row in frame.itertuples()
+                       if row.verdict not in ('baseline', 'pending')]
+            if decided: found.append(f"The {ablation} ablation {when}: " + '; '.join(decided) + '.')
         agreement = rank_agreement(table)
         if not math.isnan(agreement['rho']):
             interval = '' if math.isnan(agreement['low']) else f", 95 % interval [{agreement['low']:.2f}, {agreement['high']:.2f}]"

@@ -2,6 +2,8 @@ import math
 import shutil
 import re
 import tomllib
+from dataclasses import replace
+from decimal import Decimal
 from importlib.resources import files
 
 import matplotlib.pyplot as plt
@@ -9,11 +11,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cifar_study.analysis import (ablation_table, claims_audit, corruption_frame, format_table1, load_study,
-                                  original_claims, plot_corruption_heatmap, plot_cost_fronts, plot_reliability,
+from cifar_study.analysis import (CHANCE, ablation_table, claims_audit, conclusions, contradicted_claims, corruption_frame,
+                                  cost_table, figure_markdown, format_table1, holm, load_study, model_table, not_learned,
+                                  off_budget, original_claims, plot_corruption_heatmap, plot_cost_fronts, plot_reliability,
                                   plot_seed_spread, plot_superclass_heatmap, plot_top1_by_model, plot_training_curves,
-                                  mean_std_text, protocol_name, reliability_models, reliability_panels, robustness_table,
-                                  study_summary, superclass_frame, table1, table2)
+                                  mean_std_text, protocol_name, rank_agreement, recipe_table, reliability_models,
+                                  reliability_panels, robustness_table, split_constant_columns, study_summary,
+                                  superclass_frame, table1, table2, table_markdown, their_logged_top1, verdict)
 from cifar_study.models import TECHNIQUE_GROUPS, list_models
 from cifar_study.records import find_run_records, repo_root
 
@@ -83,7 +87,8 @@ def test_format_table1_shows_mean_std_and_links_the_executed_run_notebook(table,
 def test_table2_groups_table1_by_technique(table):
     groups = table2(table.reset_index()).set_index('technique group')
     assert list(groups.index) == list(TECHNIQUE_GROUPS)
-    assert groups.models.sum() == len(list_models()) and groups.measured.sum() == 3
+    assert groups.models.sum() == len(list_models()) and groups['measured and learned'].sum() == 3
+    assert groups['not yet learned'].sum() == 0  # 7 % to 9 % top-1: over 5 times chance
     assert groups.loc['lightweight', 'best model'] == table[table.group == 'lightweight'].top1.idxmax()
 
 
@@ -95,12 +100,12 @@ def test_ablations_give_welch_intervals_and_say_when_they_cannot(study):
     difference = ghost.loc['ghost_resnet_20', 'difference']  # 7 - 11 of 128 images
     assert difference == pytest.approx(np.mean(variant) - np.mean(baseline)) and difference == pytest.approx(-100 * 4 / 128)
     assert (ghost.loc['ghost_resnet_20', 'low'], ghost.loc['ghost_resnet_20', 'high']) == pytest.approx((interval.low, interval.high))
-    expected = ('no interval' if math.isnan(interval.low) else 'within seed noise' if interval.low <= 0 <= interval.high
-                else 'better' if interval.low > 0 else 'worse')
-    assert ghost.loc['ghost_resnet_20', 'verdict'].startswith(expected)
+    claimed = float(ghost.loc['ghost_resnet_20', 'claimed_effect'])  # theirs: 68.50 - 70.12
+    assert claimed == pytest.approx(-1.62) and interval.low <= min(0, claimed) and max(0, claimed) <= interval.high
+    assert ghost.loc['ghost_resnet_20', 'verdict'] == 'not resolved at n = 2 after 2 epochs'  # the protocol, named
     assert ghost.n.tolist() == [3, 2, 0, 0]
     assert ghost.verdict.tolist()[::2] == ['baseline', 'pending']
-    assert ghost.loc['ghost_resnet_20', 'claimed'] == 68.50 and ghost.loc['ghost_resnet_20', 'logged'] == 59.19  # theirs
+    assert (ghost.loc['ghost_resnet_20', 'claimed'], ghost.loc['ghost_resnet_20', 'logged']) == (Decimal('68.50'), Decimal('59.19'))  # theirs
     eca_k = ablation_table(study, 'eca-k').set_index('model')
     assert eca_k.loc['ecanet20_k5', 'verdict'] == 'no interval with n = 1' and math.isnan(eca_k.loc['ecanet20_k5', 'low'])
 
@@ -130,6 +135,12 @@ def test_figures(study, table):
     figures = [plot_top1_by_model(frame), plot_cost_fronts(frame), plot_training_curves(study, ['resnet_20', 'ecanet20_k5']),
                plot_seed_spread(study)]
     assert all(isinstance(figure, plt.Figure) for figure in figures)
+    top1 = figures[0].axes[0]
+    assert CHANCE['top1'] in [line.get_xdata()[0] for line in top1.get_lines()]  # chance marked
+    assert {label.get_text() for label in top1.get_yticklabels()} >= {'resnet_20 (n=3)', 'ecanet20_k5 (n=1)'}
+    # resnet_20's two-epoch runs draw no curve; ecanet20_k5's three epochs do
+    assert figures[2].axes[-1].get_legend_handles_labels()[1] == ['ecanet20_k5']
+    assert plot_training_curves(study, ['resnet_20']) is None
     spread = figures[-1].axes[0]
     assert {label.get_text() for label in spread.get_yticklabels()} == {'resnet_20', 'ghost_resnet_20'}
     plt.close('all')
@@ -141,9 +152,9 @@ def test_claims_file_is_package_data():
     assert (files('cifar_study')/'original_study.toml').is_file()
 
 
-def _numbers(text: str) -> set[float]:
-    "The decimal numbers in `text` (integers there are names and counts: ResNet-20, k=3, 4 runs)."
-    return {float(number) for number in re.findall(r'\d+\.\d+', text)}
+def _numbers(text: str) -> set[Decimal]:
+    "The decimal numbers in `text` as written (integers there are names and counts: ResNet-20, k=3, 4 runs)."
+    return {Decimal(number) for number in re.findall(r'\d+\.\d+', text)}
 
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason=f"{REFERENCE} is not here")
@@ -154,14 +165,18 @@ def test_claims_file_matches_the_reference_table():
     rows = {cells[0]: cells[1:] for line in table_text.splitlines() if line.startswith('| ') and not line.startswith('| model')
             for cells in [[cell.strip() for cell in line.strip().strip('|').split('|')]]}
     assert [row['row'] for row in claims['table1']] == list(rows)
+    more = reference.split('## More from')[1].split('\n## ')[0]  # finals the table leaves out
+    more_finals = {m[1]: Decimal(m[2]) for m in re.finditer(r'^- (\w+)\b.*?[\d.]+ best(?: \(epoch \d+\))?, ([\d.]+) final', more, re.M)}
     for row in claims['table1']:
         claimed, logged, claimed_params, logged_params = rows[row['row']]
         assert _numbers(claimed) == {row['claimed_top1']} and row.get('claimed_simulated', False) == ('(s)' in claimed)
         assert _numbers(claimed_params) == {row['claimed_params']}
         assert _numbers(logged_params) == ({row['logged_params']} if 'logged_params' in row else set())
         best_and_final = re.match(r'(\d+\.\d+)(?: \((\d+\.\d+)\))?', logged)
-        assert (float(best_and_final[1]) if best_and_final else None) == row.get('logged_best_top1')
-        assert (float(best_and_final[2]) if best_and_final and best_and_final[2] else None) == row.get('logged_final_top1')
+        assert (Decimal(best_and_final[1]) if best_and_final else None) == row.get('logged_best_top1')
+        final = Decimal(best_and_final[2]) if best_and_final and best_and_final[2] else more_finals.get(row['row'])
+        assert final == row.get('logged_final_top1'), row['row']
+        assert str(row['claimed_top1']) in claimed and str(row['claimed_params']) in claimed_params  # decimals as given
         in_row = set().union(*(_numbers(str(value)) for value in row.values()))
         assert _numbers(logged) <= in_row and _numbers(row.get('logged_note', '')) <= _numbers(logged)
         assert _numbers(row['trained']) <= _numbers(reference)
@@ -171,6 +186,8 @@ def test_claims_file_matches_the_reference_table():
         claimed_text, _, logged_text = bullet.partition('Logged:')
         assert set(claims['ablations'][name]['claimed'].values()) == _numbers(claimed_text)
         assert set(claims['ablations'][name].get('logged', {}).values()) == _numbers(logged_text)
+    for entry in claims['contradicted']:
+        assert _numbers(entry['claim'] + entry['logs']) <= _numbers(reference), entry
 
 
 def test_table1_shows_calibration_and_corruption_accuracy_and_what_is_not_evaluated(table, smoke_results):
@@ -229,3 +246,90 @@ def test_a_study_is_its_profiles_folder_not_every_run_of_that_profile(smoke_resu
     shutil.copytree(smoke_results, results)
     shutil.copytree(results/'smoke', results/'recipe-sweep'/'smoke')  # the same runs kept elsewhere, e.g. a sweep
     assert table1(load_study(results, 'smoke')).set_index('model').loc['resnet_20', 'n'] == 3
+
+
+def test_holm_adjusts_step_down_and_keeps_nan():
+    assert holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1, and never smaller than a more significant one's
+
+
+def test_verdicts_name_the_protocol_and_do_not_call_an_unresolved_interval_noise():
+    when = 'after 5 epochs'
+    assert verdict(0.5, 2.0, 0.01, 1.0, 3, when, 'resnet_20') == 'better than resnet_20 after 5 epochs (Holm p = 0.010)'
+    assert verdict(-2.0, -0.5, 0.02, -1.0, 3, when).startswith('worse than the baseline after 5 epochs')
+    assert verdict(-1.0, 2.0, 0.4, 1.5, 3, when) == 'not resolved at n = 3 after 5 epochs'   # holds 0 and theirs
+    assert verdict(-1.0, 2.0, 0.4, 3.35, 3, when) == ('no effect shown at n = 3 after 5 epochs; '
+                                                     'their claimed +3.35 lies outside the interval')
+    assert verdict(0.2, 2.0, 0.09, 1.0, 3, when) == 'not resolved at n = 3 after 5 epochs'   # not significant after Holm
+    assert verdict(math.nan, math.nan) == 'no interval: no spread over seeds'
+
+
+def test_rank_agreement_with_their_logged_finals(table):
+    theirs = their_logged_top1()
+    assert theirs['resnet_20'] == 66.23 and theirs['mlp_mixer_study'] == 60.61  # their mlp_mixer_b16 row trained ours
+    assert 'coatnet_0' not in theirs  # their simplified CoAtNet is not a registered model
+    models = ['resnet_56', 'resnet_32', 'resnet_20', 'ghost_resnet_32', 'ghost_resnet_20', 'mlp_mixer_study']
+    same = pd_frame(models, [theirs[m] for m in models])
+    agreement = rank_agreement(same)
+    assert (agreement['n'], agreement['rho']) == (6, pytest.approx(1.0)) and math.isnan(agreement['low'])  # rho 1: no interval
+    mixed = rank_agreement(pd_frame(models, [1, 3, 2, 4, 6, 5]))
+    expected = stats.spearmanr([1, 3, 2, 4, 6, 5], [theirs[m] for m in models]).statistic
+    assert mixed['rho'] == pytest.approx(expected) and mixed['low'] < mixed['rho'] < mixed['high']
+    assert rank_agreement(table.reset_index())['n'] == 2  # resnet_20 and ghost_resnet_20 are in both
+
+
+def pd_frame(models, top1):
+    import pandas as pd
+    return pd.DataFrame(dict(model=models, top1=top1, n=[3] * len(models)))
+
+
+def test_contradicted_claims_carry_both_numbers():
+    shown = contradicted_claims()
+    claims = dict(zip(shown['their claim (report)'], shown['what their own logs and code show']))
+    assert claims['ghost_resnet_20: top-1 35.16 % (Table 1)'] == 'best 59.53 %, final 59.28 %'
+    assert claims['ghost_resnet_20: top-1 68.50 % (ghost-ratio ablation)'] == '59.19 % in its log'
+    assert claims['mlp_mixer_b16: 59.19 M parameters (Table 1)'].startswith('the trained model has 17.95 M')
+    assert claims['hornet_tiny: top-1 60.00 % (Table 1)'].startswith('marked simulated')
+    assert 'resnet_20: top-1 66.50 % (Table 1)' not in claims  # 66.62 logged: within a point
+    assert len(shown) == 18 + len(original_claims()['contradicted'])  # 12 of Table 1, 6 of the ablations
+
+
+def test_recipe_model_and_cost_tables_come_from_the_records_and_registry(study, table, smoke_results):
+    recipe = recipe_table([study]).set_index('setting').iloc[:, 0]
+    config = completed(smoke_results)['resnet_20'][0].config
+    assert recipe['length'] == f"{config['epochs']} epochs" and recipe['batch'] == str(config['batch_size'])
+    assert recipe['peak learning rate'] == f"{config['lr']:g}"
+    models = model_table(table.reset_index()).set_index('model')
+    assert list(models.index) == list_models()
+    assert models.loc['resnet_20', 'our params (M)'] == '0.2783' and models.loc['resnet_20', 'their trained params (M, logs)'] == '0.2783'
+    assert models.loc['resnet_20', 'how they compare'].startswith('ours is the model their code trained')
+    assert models.loc['mlp_mixer_b16', 'their claimed params (M, row of this name)'] == '59.19'
+    assert 'a 17.95 M Mixer' in models.loc['mlp_mixer_b16', 'how they compare']
+    assert models.loc['ecanet20_k5', 'implements'].startswith('ECA-Net')
+    costs = cost_table(study, table.reset_index()).set_index('model')
+    assert costs.loc['resnet_20', 'command'] == '`for s in 0 1 2; do cifar-study train resnet_20 --profile smoke --seed $s; done`'
+    hours = sum(r.wall_seconds for r in completed(smoke_results)['resnet_20']) / 3600
+    assert costs.loc['resnet_20', 'wall hours (all seeds)'] == f"{hours:.2f}"
+
+
+def test_budget_misses_and_unlearned_models_are_named(study, table):
+    record = study.records_of('resnet_20')[0]
+    assert not off_budget(record)  # no budget
+    assert off_budget(replace(record, config={**record.config, 'budget_s': record.train_seconds / 1.2}))
+    assert not off_budget(replace(record, config={**record.config, 'budget_s': record.train_seconds / 1.05}))
+    frame = table.reset_index()
+    frame.loc[frame.model == 'ecanet20_k5', 'learned'] = False
+    assert not_learned(frame) == ['ecanet20_k5']
+    text = conclusions([study], [table.reset_index()])
+    assert "the highest final top-1 among learned models is `resnet_20`'s" in text and '**Limitations.**' in text
+
+
+def test_tables_say_constant_columns_once_and_figures_are_numbered(tmp_path):
+    import pandas as pd
+    frame = pd.DataFrame(dict(model=['a', 'b'], device=['cpu', 'cpu'], top1=['1.0', '2.0']))
+    shown, text = split_constant_columns(frame)
+    assert list(shown.columns) == ['model', 'top1'] and text == 'The same on every row: device: cpu.'
+    assert table_markdown(frame, 'Two models.', 'two').endswith(': Two models. {#tbl-two}')
+    figure, _ = plt.subplots()
+    markdown = figure_markdown(figure, 'demo', 'A demo.', folder=tmp_path/'figures')
+    assert (tmp_path/'figures'/'demo.png').stat().st_size > 0 and markdown.endswith('{#fig-demo}')
