@@ -65,6 +65,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.analysis.off_budget': ('analysis.html#off_budget', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.original_claims': ('analysis.html#original_claims', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.our_model_for': ('analysis.html#our_model_for', 'cifar_study/analysis.py'),
+                                      'cifar_study.analysis.p_text': ('analysis.html#p_text', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.pareto_front': ('analysis.html#pareto_front', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.plot_corruption_heatmap': ( 'analysis.html#plot_corruption_heatmap',
                                                                                         'cifar_study/analysis.py'),

@@ -7,12 +7,12 @@ __all__ = ['METRICS', 'CHANCE', 'LEARNED', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS
            'Study', 'variant_name', 'failure_cause', 'load_study', 'epochs_trained', 'budget_share', 'off_budget',
            'reproduce_command', 'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links',
            'protocol_name', 'protocol_column', 'format_table1', 'markdown_table', 'table2', 'not_learned',
-           'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_interval', 'holm', 'verdict',
-           'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'contradicted_claims', 'commit_text',
-           'budget_use', 'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model', 'plot_cost_fronts',
-           'epoch_frame', 'plot_training_curves', 'plot_seed_spread', 'evaluated_records', 'superclass_frame',
-           'plot_model_heatmap', 'plot_superclass_heatmap', 'pooled_calibration', 'plot_reliability',
-           'reliability_panels', 'reliability_models', 'corruption_frame', 'robustness_table',
+           'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_interval', 'p_text', 'holm',
+           'verdict', 'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'contradicted_claims',
+           'commit_text', 'budget_use', 'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model',
+           'plot_cost_fronts', 'epoch_frame', 'plot_training_curves', 'plot_seed_spread', 'evaluated_records',
+           'superclass_frame', 'plot_model_heatmap', 'plot_superclass_heatmap', 'pooled_calibration',
+           'plot_reliability', 'reliability_panels', 'reliability_models', 'corruption_frame', 'robustness_table',
            'plot_corruption_heatmap', 'recipe_table', 'model_table', 'cost_table', 'cost_text', 'their_logged_top1',
            'rank_agreement', 'rank_agreement_table', 'conclusions', 'epochs_trained_text', 'split_constant_columns',
            'table_markdown', 'figure_markdown']
@@ -362,6 +362,10 @@ def welch_interval(values, baseline, confidence: float = 0.95) -> tuple[float, f
     interval = stats.ttest_ind(values, baseline, equal_var=False).confidence_interval(confidence)
     return float(interval.low), float(interval.high)
 
+def p_text(p: float) -> str:
+    "A p-value to three decimals, '< 0.001' below that, '' for none."
+    return '' if math.isnan(p) else '< 0.001' if p < 0.001 else f"{p:.3f}"
+
 def holm(pvalues) -> list[float]:
     """Holm's step-down adjustment of a family of p-values (the family-wise error rate); NaN stays NaN.
     Written here because scipy only offers false-discovery-rate control, and statsmodels would be a dependency for it."""
@@ -378,7 +382,7 @@ def verdict(low: float, high: float, p_holm: float = math.nan, claimed: float = 
     the Holm-adjusted p is under `alpha`; 'not resolved' while the interval holds both 0 and their claimed effect."""
     when = f" {when}" if when else ''
     if math.isnan(low) or math.isnan(high): return 'no interval: no spread over seeds'
-    if p_holm < alpha: return f"{'better' if low > 0 else 'worse'} than {baseline}{when} (Holm p = {p_holm:.3f})"
+    if p_holm < alpha: return f"{'better' if low > 0 else 'worse'} than {baseline}{when} (Holm p {'' if p_holm < 0.001 else '= '}{p_text(p_holm)})"
     if math.isnan(claimed) or low <= claimed <= high: return f"not resolved at n = {n}{when}"
     return f"no effect shown at n = {n}{when}; their claimed {claimed:+.2f} lies outside the interval"
 
@@ -423,7 +427,7 @@ def format_ablation(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFra
         f'our difference from {baseline} (points)': [_number(v, 2) for v in frame.difference],
         f"our {confidence:.0%} interval (Welch's t)": ['' if math.isnan(low) else f"[{low:.2f}, {high:.2f}]"
                                                       for low, high in zip(frame.low, frame.high)],
-        'Holm-adjusted p': [_number(v, 3) for v in frame.p_holm],
+        'Holm-adjusted p': [p_text(v) for v in frame.p_holm],
         'our verdict': frame.verdict,
         'their claimed effect (points, report)': [f"{v:+}" if v is not None else '' for v in frame.claimed_effect],
         'their claimed top-1 % (report)': [theirs_text(v) for v in frame.claimed],
@@ -934,8 +938,8 @@ def conclusions(studies: list[Study], tables: list[pd.DataFrame]) -> str:
         agreement = rank_agreement(table)
         if not math.isnan(agreement['rho']):
             interval = '' if math.isnan(agreement['low']) else f", 95 % interval [{agreement['low']:.2f}, {agreement['high']:.2f}]"
-            found.append(f"At {protocol_name(study)}, the ranking of {agreement['n']} models agrees with their 300-epoch "
-                         f"logs with Spearman's rho {agreement['rho']:.2f}{interval}.")
+            found.append(f"At {protocol_name(study)}, Spearman's rho between our ranking of {agreement['n']} models and their "
+                         f"300-epoch logs is {agreement['rho']:.2f}{interval}.")
         epochs = [epochs_trained(record) for record in study.records]
         seed_counts = ', '.join(f"{n} ({_counted(count, 'model')})" for n, count in sorted(Counter(table.n[table.n > 0]).items()))
         limits.append(f"At {protocol_name(study)}: {epochs_trained_text(epochs)} against their 300; seeds per model "

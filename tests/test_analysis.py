@@ -257,6 +257,7 @@ def test_verdicts_name_the_protocol_and_do_not_call_an_unresolved_interval_noise
     when = 'after 5 epochs'
     assert verdict(0.5, 2.0, 0.01, 1.0, 3, when, 'resnet_20') == 'better than resnet_20 after 5 epochs (Holm p = 0.010)'
     assert verdict(-2.0, -0.5, 0.02, -1.0, 3, when).startswith('worse than the baseline after 5 epochs')
+    assert verdict(-2.0, -0.5, 0.0004, -1.0, 3, when).endswith('(Holm p < 0.001)')
     assert verdict(-1.0, 2.0, 0.4, 1.5, 3, when) == 'not resolved at n = 3 after 5 epochs'   # holds 0 and theirs
     assert verdict(-1.0, 2.0, 0.4, 3.35, 3, when) == ('no effect shown at n = 3 after 5 epochs; '
                                                      'their claimed +3.35 lies outside the interval')
