@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['METRICS', 'CHANCE', 'LEARNED', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS', 'RESNET20_FAMILY', 'RECIPE_SETTINGS', 'Run',
-           'Study', 'variant_name', 'failure_cause', 'load_study', 'epochs_trained', 'budget_share', 'off_budget',
-           'reproduce_command', 'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links',
-           'protocol_name', 'protocol_column', 'format_table1', 'markdown_table', 'table2', 'not_learned',
-           'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_interval', 'p_text', 'holm',
-           'verdict', 'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'contradicted_claims',
-           'commit_text', 'budget_use', 'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model',
+           'Study', 'variant_name', 'failure_cause', 'load_study', 'epochs_trained', 'commit_text', 'budget_share',
+           'off_budget', 'reproduce_command', 'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text',
+           'notebook_links', 'protocol_name', 'protocol_column', 'format_table1', 'markdown_table', 'table2',
+           'not_learned', 'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_interval',
+           'p_text', 'holm', 'verdict', 'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit',
+           'contradicted_claims', 'budget_use', 'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model',
            'plot_cost_fronts', 'epoch_frame', 'plot_training_curves', 'plot_seed_spread', 'evaluated_records',
            'superclass_frame', 'plot_model_heatmap', 'plot_superclass_heatmap', 'pooled_calibration',
            'plot_reliability', 'reliability_panels', 'reliability_models', 'corruption_frame', 'robustness_table',
@@ -124,6 +124,15 @@ METRICS = dict(  # Table 1's per-seed measurements, each from one record
     ece=lambda record: 100 * record.evaluation['ece'] if record.evaluation else None,
     corrupted_top1=lambda record: 100 * record.evaluation['corruptions']['mean'] if _corruptions(record) else None,
 )
+
+def _listed(values) -> str: return ', '.join(str(v) for v in sorted({v for v in values if v is not None})) or 'none'
+
+def _counted(count: int, noun: str) -> str: return f"{count} {noun}{'' if count == 1 else 's'}"
+
+def commit_text(record: RunRecord) -> str:
+    "The commit a run's code came from, shortened, and whether it had uncommitted changes."
+    git = record.environment.get('git') or {}
+    return f"`{(git.get('commit') or 'unknown')[:8]}`" + (' (with uncommitted changes)' if git.get('dirty') else '')
 
 CHANCE = {'top1': 1.0, 'top5': 5.0}  # % of guessing among CIFAR-100's 100 classes
 LEARNED = 5  # a model whose final top-1 is under this many times chance has not yet learned (at this compute)
@@ -491,15 +500,6 @@ def contradicted_claims(points: float = 1.0, share: float = 0.05) -> pd.DataFram
     return pd.DataFrame(rows, columns=['their claim (report)', 'what their own logs and code show'])
 
 # %% ../nbs/40_analysis.ipynb #f899962b
-def _listed(values) -> str: return ', '.join(str(v) for v in sorted({v for v in values if v is not None})) or 'none'
-
-def _counted(count: int, noun: str) -> str: return f"{count} {noun}{'' if count == 1 else 's'}"
-
-def commit_text(record: RunRecord) -> str:
-    "The commit a run's code came from, shortened, and whether it had uncommitted changes."
-    git = record.environment.get('git') or {}
-    return f"`{(git.get('commit') or 'unknown')[:8]}`" + (' (with uncommitted changes)' if git.get('dirty') else '')
-
 def budget_use(records: list[RunRecord], tolerance=0.1) -> str:
     "How much of its training budget each run used, naming the runs more than `tolerance` off it."
     shares = {(record.model, record.config.get('seed')): record.train_seconds / record.config['budget_s']
