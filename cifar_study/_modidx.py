@@ -16,6 +16,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.analysis._devices': ('analysis.html#_devices', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._evaluated_text': ('analysis.html#_evaluated_text', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._group_legend': ('analysis.html#_group_legend', 'cifar_study/analysis.py'),
+                                      'cifar_study.analysis._label_apart': ('analysis.html#_label_apart', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._listed': ('analysis.html#_listed', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._model_row': ('analysis.html#_model_row', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._number': ('analysis.html#_number', 'cifar_study/analysis.py'),

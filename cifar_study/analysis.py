@@ -607,6 +607,18 @@ def plot_top1_by_model(table: pd.DataFrame) -> plt.Figure | None:
     fig.tight_layout()
     return fig
 
+def _label_apart(ax, xs, ys, labels, gap: float = 9):
+    """Label points to their right, each label moved up just enough to keep `gap` points from the one below it (a
+    one-dimensional repel: a front rises with its cost, so its labels stay in order)."""
+    ax.figure.canvas.draw()  # the axes' final limits and scales
+    points = ax.transData.transform(np.column_stack([xs, ys]))[:, 1] * 72 / ax.figure.dpi if len(xs) else []
+    last = -np.inf
+    for i in np.argsort(points):
+        shown = max(points[i], last + gap)
+        last = shown
+        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(6, shown - points[i]), textcoords='offset points', fontsize=7,
+                    va='center', arrowprops=dict(arrowstyle='-', linewidth=0.4, color='grey'))
+
 COSTS = {'params_m': ('parameters (M)', True), 'mflops': ('forward MFLOPs per image', True),
          'train_seconds': ('training seconds', False)}  # column -> (axis label, log scale)
 
@@ -628,14 +640,13 @@ def plot_cost_fronts(table: pd.DataFrame) -> plt.Figure | None:
         candidates = measured[eligible]
         front = candidates[pareto_front(candidates[cost], candidates.top1)].sort_values(cost)
         ax.step(front[cost], front.top1, where='post', color='black', linewidth=1, label='Pareto front')
-        for i, (_, row) in enumerate(front.iterrows()):  # alternate above and below the step, so neighbours do not overlap
-            ax.annotate(row.model, (row[cost], row.top1), fontsize=7, xytext=(4, 6 if i % 2 else -10), textcoords='offset points')
         if log:  # plain numbers at 1, 2 and 5 times powers of ten, not every minor tick in scientific notation
             ax.set_xscale('log')
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label + (' (log scale)' if log else ''))
+        _label_apart(ax, list(front[cost]), list(front.top1), list(front.model))
     axes[0].set_ylabel('final top-1 %')
     _group_legend(axes[-1], [g for g in TECHNIQUE_GROUPS if g in set(measured.group)], loc='lower right', fontsize=8)
     fig.tight_layout()
