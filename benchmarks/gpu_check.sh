@@ -57,8 +57,8 @@ EOF
 check() {
     local out=${OUT:-benchmarks/gpu}
     mkdir -p "$out"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl
-    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpu/site .gpu/wheels/*.whl
+    export PYTHONPATH=$PWD/.gpu/site:$PWD PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
     python3 -c 'import torch, fastai; print("torch", torch.__version__, "fastai", fastai.__version__, torch.cuda.get_device_name())' \
         | tee -a "$out/gpu.txt"
@@ -67,9 +67,10 @@ check() {
         --num-workers 12 --out "$out/data_paths.json" 2>&1 | tee "$out/bench.log" || echo "bench: stopped (status $?)"
     # resnet_20 under `full` (bf16, channels-last, torch.compile, batched augmentation) for TRAIN_BUDGET seconds
     timeout "$TRAIN_SECONDS" python3 -m cifar_study.cli train resnet_20 --profile full --budget-s "$TRAIN_BUDGET" \
-        --data-dir .gpu/cifar100 --out /tmp/gpu_runs --force 2>&1 | tee "$out/train.log" || echo "train: stopped (status $?)"
-    # $OUT returns files at most two folders down, and not the checkpoint's size: the record alone comes back
-    cp /tmp/gpu_runs/resnet_20-full-seed0/record.json "$out/record.json" || echo "train: no record written"
+        --data-dir .gpu/cifar100 --out .gpu/runs --force 2>&1 | tee "$out/train.log" || echo "train: stopped (status $?)"
+    # $OUT returns files at most two folders down, and not the checkpoint's size: the record alone comes back (its
+    # paths relative to the repository, as a run inside it stores them)
+    cp .gpu/runs/full/resnet_20*/seed0/record.json "$out/record.json" || echo "train: no record written"
 }
 
 case "${1:-check}" in

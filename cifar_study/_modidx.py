@@ -880,6 +880,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'cifar_study.runner.batch_decisions': ('runner.html#batch_decisions', 'cifar_study/runner.py'),
                                     'cifar_study.runner.batch_slots': ('runner.html#batch_slots', 'cifar_study/runner.py'),
                                     'cifar_study.runner.check_batch': ('runner.html#check_batch', 'cifar_study/runner.py'),
+                                    'cifar_study.runner.execute_in_root': ('runner.html#execute_in_root', 'cifar_study/runner.py'),
                                     'cifar_study.runner.gpu_groups': ('runner.html#gpu_groups', 'cifar_study/runner.py'),
                                     'cifar_study.runner.job_decision': ('runner.html#job_decision', 'cifar_study/runner.py'),
                                     'cifar_study.runner.job_description': ('runner.html#job_description', 'cifar_study/runner.py'),

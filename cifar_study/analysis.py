@@ -231,9 +231,13 @@ def mean_std_text(mean: float, std: float, digits: int = 2) -> str:
 def _number(value: float, digits: int) -> str:
     return '' if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
-def notebook_links(notebooks: list, link_from='.') -> str:
-    "Markdown links to executed run notebooks ('seed0 seed1'), relative to the folder `link_from`."
-    return ' '.join(f"[seed{seed}]({Path(os.path.relpath(path, link_from)).as_posix()})" for seed, path in notebooks)
+def notebook_links(notebooks: list, link_from='.', link_base: str | None = None) -> str:
+    """Markdown links to executed run notebooks ('seed0 seed1'), relative to the folder `link_from`; given `link_base` (where
+    the repository is published), that base and each notebook's path in the repository."""
+    def target(path) -> str:
+        if link_base: return f"{link_base.rstrip('/')}/{Path(portable_path(path)).as_posix()}"
+        return Path(os.path.relpath(path, link_from)).as_posix()
+    return ' '.join(f"[seed{seed}]({target(path)})" for seed, path in notebooks)
 
 TABLE1_COLUMNS = {  # Table 1's column labels: every number in it is ours, measured by this code
     'top1': 'final top-1 % (whole test split)',
@@ -270,9 +274,9 @@ def protocol_column(table: pd.DataFrame, other: pd.DataFrame) -> list[str]:
     return [f"{mean_std_text(rows.loc[model, 'top1'], rows.loc[model, 'top1_std'])} (n={rows.loc[model, 'n']})"
             if model in rows.index and rows.loc[model, 'n'] > 0 else '' for model in table.model]
 
-def format_table1(table: pd.DataFrame, link_from='.', protocols: dict | None = None) -> pd.DataFrame:
-    """Table 1 as labelled text: mean ± std over seeds, and links to the executed run notebooks; `protocols` (a column
-    label -> that protocol's Table 1) adds each model's final top-1 under other protocols beside ours."""
+def format_table1(table: pd.DataFrame, link_from='.', protocols: dict | None = None, link_base: str | None = None) -> pd.DataFrame:
+    """Table 1 as labelled text: mean ± std over seeds, and links to the executed run notebooks (`notebook_links`);
+    `protocols` (a column label -> that protocol's Table 1) adds each model's final top-1 under other protocols beside ours."""
     label = TABLE1_COLUMNS
     others = {name: protocol_column(table, other) for name, other in (protocols or {}).items()}
     return pd.DataFrame({
@@ -292,7 +296,7 @@ def format_table1(table: pd.DataFrame, link_from='.', protocols: dict | None = N
         'device': table.device,
         label['images_per_second']: [_number(v, 0) for v in table.images_per_second],
         label['top1_per_mparams']: [_number(v, 1) for v in table.top1_per_mparams],
-        'run notebooks': [notebook_links(notebooks, link_from) for notebooks in table.notebooks],
+        'run notebooks': [notebook_links(notebooks, link_from, link_base) for notebooks in table.notebooks],
     })
 
 def _shown_width(text: str) -> int:
@@ -979,10 +983,10 @@ def table_markdown(frame: pd.DataFrame, caption: str, label: str) -> str:
     shown, constant = split_constant_columns(frame)
     return (constant + '\n\n' if constant else '') + markdown_table(shown) + f"\n\n: {caption} {{#tbl-{label}}}"
 
-def figure_markdown(fig: plt.Figure, label: str, caption: str, folder='figures') -> str:
-    "Save `fig` under `folder` and return it as a numbered Quarto figure (`@fig-...`), caption below."
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    path = Path(folder)/f"{label}.png"
-    fig.savefig(path, dpi=110, bbox_inches='tight')
+def figure_markdown(fig: plt.Figure, report_dir, label: str, caption: str, folder='figures') -> str:
+    "Save `fig` as `report_dir/folder/label.png` and return it as a numbered Quarto figure (`@fig-label`), caption below."
+    path = Path(folder)/f"{label}.png"  # as the report links it, from its own folder
+    (Path(report_dir)/folder).mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(report_dir)/path, dpi=110, bbox_inches='tight')
     plt.close(fig)
     return f"![{caption}]({path.as_posix()}){{#fig-{label}}}"

@@ -177,7 +177,7 @@ def run_plans(args):
     "cifar-study run: an executed run notebook and a record for every job of the plans; status 1 if any run failed."
     from cifar_study.runner import BatchFailedError, BatchOptions, check_batch, run_batch, submit_to_slurm, summary_table
     jobs = batch_jobs(args)
-    data_dir = args.data_dir or os.environ.get('CIFAR_STUDY_DATA')  # absolute: kernels run in their run folders
+    data_dir = args.data_dir or os.environ.get('CIFAR_STUDY_DATA')  # absolute here; notebooks get them relative to the repository
     options = BatchOptions(out=os.path.abspath(args.out), data_dir=data_dir and os.path.abspath(data_dir),
                            force=args.force, retries=args.retries, gpus_per_run=args.gpus_per_run or 1,
                            command=tuple(command_line()))
@@ -209,7 +209,7 @@ def print_status(args):
 def run_report(args):
     "cifar-study report: execute the report notebook on the run records, render it, and print the HTML file's path."
     from cifar_study.report import build_report
-    rendered = build_report(args.results, args.profile, args.out, args.title)
+    rendered = build_report(args.results, args.profile, args.out, args.title, args.link_base)
     print(f"report: {rendered.files[0]}")
 
 # %% ../nbs/90_cli.ipynb #e5a17c42
@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--profile', default='cpu-budget', type=profile, help='the profile whose runs it shows (default: cpu-budget)')
     report.add_argument('--out', default='docs', help='where the executed notebook, the HTML and the PDF go (default: docs)')
     report.add_argument('--title', help="the report's title (default: names the profile)")
+    report.add_argument('--link-base', metavar='URL', help='where the repository is published, e.g. '
+                        'https://github.com/OWNER/REPO/blob/main: Table 1 links run notebooks as URL/results/..., for '
+                        '--out published on its own (default: links relative to --out, which work in a checkout)')
     report.set_defaults(run=run_report)
     return parser
 

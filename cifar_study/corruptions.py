@@ -27,7 +27,7 @@ import skimage.color
 import skimage.filters
 import skimage.util
 from .data import CIFARSplit, DataSource, class_balanced_indices, data_checksums, default_data_dir, load_split
-from .records import atomic_write_bytes
+from .records import atomic_write_bytes, portable_path
 from PIL import Image
 
 # %% ../nbs/25_corruptions.ipynb #d6007e15
@@ -365,14 +365,14 @@ def corrupted_test_set(source: DataSource, n_images: int = 1000, seed: int = 0, 
     if path.exists():
         if (problem := _cache_problem(path, path.with_suffix('.json'))) is None:
             corrupted = _load_corrupted_set(path)
-            log(f"loaded {CORRUPTED_SET_NAME} from {path} ({n} images, sha256 {corrupted.sha256[:12]})")
+            log(f"loaded {CORRUPTED_SET_NAME} from {portable_path(path)} ({n} images, sha256 {corrupted.sha256[:12]})")
             return corrupted
         log(f"making {path.name} again: {problem}")
     log(f"making {CORRUPTED_SET_NAME}: {n} test images x {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities")
     start = time.perf_counter()
     corrupted = make_corrupted_set(test, n_images, seed, log)
     _save_corrupted_set(corrupted, path)
-    log(f"wrote {path} in {time.perf_counter() - start:.1f} s (sha256 {corrupted.sha256[:12]})")
+    log(f"wrote {portable_path(path)} in {time.perf_counter() - start:.1f} s (sha256 {corrupted.sha256[:12]})")
     corrupted.path = path
     return corrupted
 

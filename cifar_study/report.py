@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from .records import RunRecordError, load_run_record
+from .records import RunRecordError, load_run_record, portable_path, repo_root
 from .run_folder import CHECKPOINT
-from .runner import KERNEL
+from .runner import KERNEL, execute_in_root
 
 # %% ../nbs/41_report.ipynb #ed8877e4
 REPORT_NOTEBOOK = Path(str(files('cifar_study')/'templates'/'report.ipynb'))  # package data: a wheel renders reports anywhere
@@ -47,21 +47,24 @@ def set_title(notebook, title: str):
 FIGURES = 'figures'  # the report's figure files, beside its notebook
 
 def execute_report(results='results', profile: str = 'cpu-budget', out='docs', title: str | None = None,
-                   template=REPORT_NOTEBOOK, kernel: str = KERNEL) -> Path:
-    "Execute the report notebook on the records of `profile` under `results`, in `out`, into `out/index.ipynb`."
+                   link_base: str | None = None, template=REPORT_NOTEBOOK, kernel: str = KERNEL) -> Path:
+    """Execute the report notebook on the records of `profile` under `results` into `out/index.ipynb`; its links to run
+    notebooks are relative to `out`, or `link_base` + their path in the repository (for `out` published on its own)."""
     import papermill
     results, out = Path(results).resolve(), Path(out)
     if not results.is_dir():
         raise ValueError(f"--results {results}: no such folder: pass the folder that `cifar-study run --out` wrote to")
+    if link_base and not results.is_relative_to(repo_root()):
+        raise ValueError(f"--link-base {link_base}: --results {results} is outside the repository ({repo_root()}), so its "
+                         f"notebooks have no address under it: pass results inside the repository, or leave --link-base out")
     if not Path(template).exists(): raise ValueError(f"report notebook {template} not found: restore it from git")
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out/FIGURES, ignore_errors=True)  # the report writes every figure again: none stays from an earlier one
     title = title or f"{DEFAULT_TITLE}: profile {profile}"
     executed = out/'index.ipynb'
-    try:
-        papermill.execute_notebook(template, executed, parameters=dict(results=str(results), profile=profile, title=title),
-                                   kernel_name=kernel, cwd=out, progress_bar=False,
-                                   extra_arguments=['--IPKernelApp.log_level=ERROR'])
+    parameters = dict(results=portable_path(results), profile=profile, title=title, report_dir=portable_path(out),
+                      link_base=link_base)
+    try: execute_in_root(template, executed, parameters, kernel)
     except papermill.PapermillExecutionError as e:
         raise ReportError(f"the report notebook failed: {e.ename}: {e.evalue} (cell [{e.exec_count}] of {executed})") from None
     set_title(executed, title)
@@ -137,10 +140,11 @@ def render_report(notebook) -> Rendered:
     files, renderer = render_with_quarto(notebook, quarto) if quarto else render_with_nbconvert(notebook)
     return Rendered(renderer, files, round(time.perf_counter() - start, 1))
 
-def build_report(results='results', profile: str = 'cpu-budget', out='docs', title: str | None = None, log=print) -> Rendered:
+def build_report(results='results', profile: str = 'cpu-budget', out='docs', title: str | None = None,
+                 link_base: str | None = None, log=print) -> Rendered:
     "`cifar-study report`: execute the report notebook on the records, render it, and say what was written by what."
     start = time.perf_counter()
-    executed = execute_report(results, profile, out, title)
+    executed = execute_report(results, profile, out, title, link_base)
     log(f"executed {executed} with papermill in {time.perf_counter() - start:.0f} s")
     rendered = render_report(executed)
     log(f"rendered with {rendered.renderer} in {rendered.seconds:.0f} s: {', '.join(map(str, rendered.files))}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .recipes import config_differences, stored_config
-from .records import RunRecord, RunRecordError, atomic_write_bytes, load_run_record, strict_json, utc_now
+from .records import RunRecord, RunRecordError, atomic_write_bytes, load_run_record, portable_path, strict_json, utc_now
 
 # %% ../nbs/21a_run_folder.ipynb #99e80f4d
 LOCK_NAME = 'run.lock'
@@ -107,7 +107,7 @@ class RunFolderLock:
             fcntl.flock(guard, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
             holder = refuse_if_busy(self.run_dir)
             if holder is not None:
-                self.log(f"{self.run_dir}: taking over the lock of {describe_holder(holder)}, which is no longer running")
+                self.log(f"{portable_path(self.run_dir)}: taking over the lock of {describe_holder(holder)}, which is no longer running")
             temporary = self.run_dir/f'.{LOCK_NAME}.{os.getpid()}.tmp'
             temporary.write_text(json.dumps(me))
             os.replace(temporary, self.run_dir/LOCK_NAME)

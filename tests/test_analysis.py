@@ -84,6 +84,17 @@ def test_format_table1_shows_mean_std_and_links_the_executed_run_notebook(table,
     assert shown.loc['convnext_tiny', 'final top-1 % (whole test split)'] == ''
 
 
+def test_table1_links_run_notebooks_from_the_report_folder_or_under_a_link_base(table):
+    "Relative links work in a checkout (docs/ -> ../results/...); a link base serves docs/ published on its own."
+    root, runs = repo_root(), 'results/cpu-budget/resnet_20'
+    in_repository = table.reset_index().assign(notebooks=[[(seed, root/runs/f'seed{seed}'/'run.ipynb') for seed in (0, 1)]] * len(table))
+    def links(**given) -> str:
+        return format_table1(in_repository, link_from=root/'docs', **given).set_index('model').loc['resnet_20', 'run notebooks']
+    assert links() == f'[seed0](../{runs}/seed0/run.ipynb) [seed1](../{runs}/seed1/run.ipynb)'
+    base = 'https://github.com/OWNER/REPO/blob/main'
+    assert links(link_base=base) == links(link_base=base + '/') == f'[seed0]({base}/{runs}/seed0/run.ipynb) [seed1]({base}/{runs}/seed1/run.ipynb)'
+
+
 def test_table2_groups_table1_by_technique(table):
     groups = table2(table.reset_index()).set_index('technique group')
     assert list(groups.index) == list(TECHNIQUE_GROUPS)
@@ -332,5 +343,5 @@ def test_tables_say_constant_columns_once_and_figures_are_numbered(tmp_path):
     assert list(shown.columns) == ['model', 'top1'] and text == 'The same on every row: device: cpu.'
     assert table_markdown(frame, 'Two models.', 'two').endswith(': Two models. {#tbl-two}')
     figure, _ = plt.subplots()
-    markdown = figure_markdown(figure, 'demo', 'A demo.', folder=tmp_path/'figures')
-    assert (tmp_path/'figures'/'demo.png').stat().st_size > 0 and markdown.endswith('{#fig-demo}')
+    markdown = figure_markdown(figure, tmp_path, 'demo', 'A demo.')
+    assert (tmp_path/'figures'/'demo.png').stat().st_size > 0 and markdown == '![A demo.](figures/demo.png){#fig-demo}'

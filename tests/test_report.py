@@ -68,6 +68,15 @@ def test_report_refuses_a_missing_results_folder(tmp_path, capsys):
     assert ended.value.code == 2 and len(lines) == 1 and 'no such folder' in lines[0], lines
 
 
+def test_a_link_base_needs_the_runs_inside_the_repository(tmp_path, capsys):
+    (tmp_path/'results').mkdir()
+    with pytest.raises(SystemExit) as ended:
+        main(['report', '--results', str(tmp_path/'results'), '--out', str(tmp_path/'docs'), '--link-base', 'https://example.org/repo'])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert ended.value.code == 2 and len(lines) == 1 and 'outside the repository' in lines[0], lines
+    assert not (tmp_path/'docs').exists()
+
+
 def plain(text: str) -> str: return text.replace('\u2019', "'")  # Quarto's Pandoc typesets apostrophes
 
 

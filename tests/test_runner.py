@@ -13,9 +13,9 @@ from fastai.callback.core import Callback
 from cifar_study.cli import main
 from cifar_study.plans import PLANS, expand_plans, make_job, shard
 from cifar_study.recipes import overrides_hash
-from cifar_study.records import load_run_record
+from cifar_study.records import load_run_record, repo_root
 from cifar_study.run_folder import RunFolder, holder_alive, read_job_file, read_lock
-from cifar_study.runner import batch_slots, gpu_groups, job_description, run_side_by_side
+from cifar_study.runner import BatchOptions, batch_slots, gpu_groups, job_description, notebook_parameters, run_side_by_side
 from cifar_study.training import train_model
 
 BIN = Path(sys.executable).parent
@@ -194,6 +194,15 @@ def test_shards_cover_the_plan_exactly_once(synthetic_data, tmp_path, capsys):
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-2]]
     assert listed == [f'smoke/{model}/seed{seed}' for seed in (0, 1, 2) for model in GHOST_RATIO][1::2]
     assert not (tmp_path/'results').exists()
+
+
+def test_run_notebooks_are_given_paths_relative_to_the_repository(tmp_path):
+    "The kernel works in the repository root: folders in it or beside it are passed relative to it, others as they are."
+    root = repo_root()
+    job = make_job('resnet_20', 0, 'smoke', {})
+    given = notebook_parameters(job, BatchOptions(out=str(root/'results'), data_dir=str(root.parent/'shared'/'data'/'cifar100')))
+    assert (given['out'], given['data_dir']) == ('results', '../shared/data/cifar100')
+    assert notebook_parameters(job, BatchOptions(out=str(tmp_path)))['out'] == str(tmp_path)
 
 
 def test_gpu_assignment_without_gpus(monkeypatch):
