@@ -345,3 +345,10 @@ def test_tables_say_constant_columns_once_and_figures_are_numbered(tmp_path):
     figure, _ = plt.subplots()
     markdown = figure_markdown(figure, tmp_path, 'demo', 'A demo.')
     assert (tmp_path/'figures'/'demo.png').stat().st_size > 0 and markdown == '![A demo.](figures/demo.png){#fig-demo}'
+
+
+def test_a_superclass_without_test_images_is_left_blank(study):
+    run = next(run for run in study.runs if run.completed and run.record.evaluation)
+    evaluation = dict(run.record.evaluation, per_superclass=[None] + run.record.evaluation['per_superclass'][1:])
+    frame = superclass_frame(replace(study, runs=(replace(run, record=replace(run.record, evaluation=evaluation)),)))
+    assert math.isnan(frame.iloc[0, 0]) and frame.iloc[0, 1] == pytest.approx(100 * evaluation['per_superclass'][1])
