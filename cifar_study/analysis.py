@@ -268,17 +268,21 @@ def protocol_name(study: Study) -> str:
     if budgets and budgets[0]: return f"equal time: {', '.join(f'{b:g}' for b in budgets)} s of training ({study.profile})"
     return f"equal epochs: {', '.join(map(str, epochs))} ({study.profile})"
 
-def protocol_column(table: pd.DataFrame, other: pd.DataFrame) -> list[str]:
-    "Each model's final top-1 in another protocol's Table 1 (`other`): mean ± std and n, '' where it has no runs."
+def protocol_column(table: pd.DataFrame, other: pd.DataFrame, link_from='.', link_base: str | None = None) -> list[str]:
+    """Each model's final top-1 in another protocol's Table 1 (`other`): mean ± std and n, and links to its run notebooks
+    (as `notebook_links`); '' where it has no runs."""
     rows = other.set_index('model')
-    return [f"{mean_std_text(rows.loc[model, 'top1'], rows.loc[model, 'top1_std'])} (n={rows.loc[model, 'n']})"
-            if model in rows.index and rows.loc[model, 'n'] > 0 else '' for model in table.model]
+    def text(model) -> str:
+        row = rows.loc[model]
+        links = notebook_links(row.notebooks, link_from, link_base)
+        return f"{mean_std_text(row.top1, row.top1_std)} (n={row.n})" + (f" {links}" if links else '')
+    return [text(model) if model in rows.index and rows.loc[model, 'n'] > 0 else '' for model in table.model]
 
 def format_table1(table: pd.DataFrame, link_from='.', protocols: dict | None = None, link_base: str | None = None) -> pd.DataFrame:
     """Table 1 as labelled text: mean ± std over seeds, and links to the executed run notebooks (`notebook_links`);
     `protocols` (a column label -> that protocol's Table 1) adds each model's final top-1 under other protocols beside ours."""
     label = TABLE1_COLUMNS
-    others = {name: protocol_column(table, other) for name, other in (protocols or {}).items()}
+    others = {name: protocol_column(table, other, link_from, link_base) for name, other in (protocols or {}).items()}
     return pd.DataFrame({
         'model': table.model, 'group': table.group, 'original study design': table.original_design.map({True: 'yes', False: ''}),
         'status': table.status, 'seeds (n)': table.n,

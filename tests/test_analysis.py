@@ -250,6 +250,10 @@ def test_table1_names_its_protocol_and_sets_another_protocols_top1_beside_it(stu
     assert column.loc['ghost_resnet_20'] == '' and column.loc['convnext_tiny'] == ''  # not run under that protocol
     columns = list(shown.columns)
     assert columns.index('top-1 % at equal epochs: 1 (full)') == columns.index('final top-1 % (whole test split)') + 1
+    flipped = format_table1(other, link_from=smoke_results, protocols={'smoke': table.reset_index()}).set_index('model')
+    resnet = table.loc['resnet_20']  # the other protocol's runs link their executed notebooks too
+    assert flipped.loc['resnet_20', 'smoke'] == (f"{mean_std_text(resnet.top1, resnet.top1_std)} (n=3) "
+                                                 "[seed0](smoke/resnet_20/seed0/run.ipynb)")
 
 
 def test_a_study_is_its_profiles_folder_not_every_run_of_that_profile(smoke_results, tmp_path):
