@@ -7,7 +7,7 @@ __all__ = ['METRICS', 'CHANCE', 'LEARNED', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS
            'Study', 'variant_name', 'failure_cause', 'load_study', 'epochs_trained', 'commit_text', 'budget_share',
            'off_budget', 'reproduce_command', 'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text',
            'notebook_links', 'protocol_name', 'protocol_column', 'format_table1', 'markdown_table', 'table2',
-           'not_learned', 'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_interval',
+           'not_learned', 'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_test',
            'p_text', 'holm', 'verdict', 'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit',
            'contradicted_claims', 'budget_use', 'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model',
            'plot_cost_fronts', 'epoch_frame', 'plot_training_curves', 'plot_seed_spread', 'evaluated_records',
@@ -55,6 +55,7 @@ class Run:
     folder: Path
     record: RunRecord | None = None
     error: str | None = None  # the first line of what ended a failed run
+    overrides: dict | None = None  # the run's config overrides (its variant name shows them)
 
     @property
     def completed(self) -> bool: return self.status == 'completed' and self.record is not None
@@ -105,7 +106,7 @@ def load_study(results='results', profile: str = 'cpu-budget') -> Study:
         record = load_run_record(row['folder']) if (Path(row['folder'])/RECORD).exists() else None
         error = failure_cause(record.error if record and record.error else row['error'])
         runs.append(Run(variant_name(row['model'], row['overrides']), row['model'], row['seed'], row['status'],
-                        Path(row['folder']), record, error))
+                        Path(row['folder']), record, error, row['overrides']))
     return Study(results, profile, tuple(runs))
 
 # %% ../nbs/40_analysis.ipynb #28e5c164
@@ -203,15 +204,10 @@ def _model_row(variant: str, model: str, study: Study) -> dict:
                            if record.environment.get('device') == 'cpu') / 3600
     row['peak_memory_gib'] = max([(record.peak_memory or {}).get('bytes') or 0 for record in records], default=0) / 2**30
     row['commits'] = _listed(commit_text(record) for record in records) if records else ''
-    row['command'] = reproduce_command(model, study.profile, row['seeds'], _variant_overrides(variant)) if records else ''
+    row['command'] = reproduce_command(model, study.profile, row['seeds'], runs[0].overrides) if records else ''
     row['evaluated'] = sum(record.evaluation is not None for record in records)
     row['corruption_evaluated'] = sum(_corruptions(record) is not None for record in records)
     return row
-
-def _variant_overrides(variant: str) -> dict:
-    "The config overrides a variant name carries ('resnet_20 [lr=0.2]' -> {'lr': '0.2'})."
-    settings = variant.partition(' [')[2].rstrip(']')
-    return dict(setting.split('=', 1) for setting in settings.split()) if settings else {}
 
 def table1(study: Study) -> pd.DataFrame:
     "Table 1: every registered model (and override variant run), measured ones first by final top-1, then failed, then pending."
@@ -374,10 +370,11 @@ def protocol_words(study: Study) -> str:
 def _devices(study: Study) -> str:
     return '/'.join(sorted({(record.environment.get('device') or 'cpu').upper() for record in study.records})) or 'CPU'
 
-def welch_interval(values, baseline, confidence: float = 0.95) -> tuple[float, float]:
-    "Confidence interval of mean(values) - mean(baseline), by Welch's t (scipy)."
-    interval = stats.ttest_ind(values, baseline, equal_var=False).confidence_interval(confidence)
-    return float(interval.low), float(interval.high)
+def welch_test(values, baseline, confidence: float = 0.95) -> tuple[float, float, float]:
+    "Confidence interval of mean(values) - mean(baseline) and its p-value, by Welch's t (scipy)."
+    result = stats.ttest_ind(values, baseline, equal_var=False)
+    interval = result.confidence_interval(confidence)
+    return float(interval.low), float(interval.high), float(result.pvalue)
 
 def p_text(p: float) -> str:
     "A p-value to three decimals, '< 0.001' below that, '' for none."
@@ -423,8 +420,7 @@ def ablation_table(study: Study, ablation: str, confidence: float = 0.95) -> pd.
             row['difference'] = mean - float(np.mean(baseline))
             if min(len(values), len(baseline)) < 2: row['verdict'] = 'no interval with n = 1'
             else:
-                row['low'], row['high'] = welch_interval(values, baseline, confidence)
-                row['p'] = float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
+                row['low'], row['high'], row['p'] = welch_test(values, baseline, confidence)
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame['p_holm'] = holm(list(frame.p))
@@ -510,10 +506,10 @@ def contradicted_claims(points: float = 1.0, share: float = 0.05) -> pd.DataFram
 # %% ../nbs/40_analysis.ipynb #f899962b
 def budget_use(records: list[RunRecord], tolerance=0.1) -> str:
     "How much of its training budget each run used, naming the runs more than `tolerance` off it."
-    shares = {(record.model, record.config.get('seed')): record.train_seconds / record.config['budget_s']
-              for record in records if record.config.get('budget_s')}
-    off = [f"`{model}` seed {seed} ({share:.0%})" for (model, seed), share in sorted(shares.items())
-           if abs(share - 1) > tolerance]
+    shares = {(record.model, record.config.get('seed')): budget_share(record) for record in records
+              if record.config.get('budget_s')}
+    off = [f"`{record.model}` seed {record.config.get('seed')} ({budget_share(record):.0%})"
+           for record in sorted(records, key=lambda r: (r.model, r.config.get('seed'))) if off_budget(record, tolerance)]
     text = (f"Each run planned its steps from a speed probe at its start; the runs trained for "
             f"{min(shares.values()):.0%} to {max(shares.values()):.0%} of the budget")
     return text + (f", and {_counted(len(off), 'run')} missed it by more than {tolerance:.0%}: {', '.join(off)}."
