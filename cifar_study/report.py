@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['REPORT_NOTEBOOK', 'DEFAULT_TITLE', 'QUARTO_INSTALL', 'FIGURES', 'OFFLINE_TEMPLATE', 'FIGURE', 'TABLE_CAPTION',
-           'CROSS_REFERENCE', 'EXPLORE_NOTEBOOK', 'ReportError', 'set_title', 'execute_report', 'Rendered',
-           'without_quarto_markup', 'render_with_nbconvert', 'render_with_quarto', 'render_report', 'build_report',
-           'explore_run', 'forget_machine_paths']
+           'CROSS_REFERENCE', 'EXPLORE_NOTEBOOK', 'ReportError', 'set_title', 'report_title', 'execute_report',
+           'Rendered', 'without_quarto_markup', 'render_with_nbconvert', 'render_with_quarto', 'render_report',
+           'build_report', 'explore_run', 'forget_machine_paths']
 
 # %% ../nbs/41_report.ipynb #72fc12ce
 import base64
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from .analysis import companion_profile
 from .records import RunRecordError, load_run_record, portable_path, repo_root
 from .run_folder import CHECKPOINT
 from .runner import KERNEL, execute_in_root
@@ -46,6 +47,12 @@ def set_title(notebook, title: str):
 
 FIGURES = 'figures'  # the report's figure files, beside its notebook
 
+def report_title(results, profile: str) -> str:
+    "The default title: the report's subject and the profiles it shows (the other protocol's too, where it has runs)."
+    other = companion_profile(profile)
+    shown = [other, profile] if (Path(results)/other).is_dir() else [profile]  # in the report's order
+    return f"{DEFAULT_TITLE}: {'profiles' if len(shown) > 1 else 'profile'} {' and '.join(shown)}"
+
 def execute_report(results='results', profile: str = 'cpu-budget', out='docs', title: str | None = None,
                    link_base: str | None = None, template=REPORT_NOTEBOOK, kernel: str = KERNEL) -> Path:
     """Execute the report notebook on the records of `profile` under `results` into `out/index.ipynb`; its links to run
@@ -60,7 +67,7 @@ def execute_report(results='results', profile: str = 'cpu-budget', out='docs', t
     if not Path(template).exists(): raise ValueError(f"report notebook {template} not found: restore it from git")
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out/FIGURES, ignore_errors=True)  # the report writes every figure again: none stays from an earlier one
-    title = title or f"{DEFAULT_TITLE}: profile {profile}"
+    title = title or report_title(results, profile)
     executed = out/'index.ipynb'
     parameters = dict(results=portable_path(results), profile=profile, title=title, report_dir=portable_path(out),
                       link_base=link_base)

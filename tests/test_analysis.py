@@ -15,7 +15,7 @@ from cifar_study.analysis import (CHANCE, ablation_table, claims_audit, conclusi
                                   cost_table, figure_markdown, format_table1, holm, load_study, model_table, not_learned,
                                   off_budget, original_claims, plot_corruption_heatmap, plot_cost_fronts, plot_reliability,
                                   plot_seed_spread, plot_superclass_heatmap, plot_top1_by_model, plot_training_curves,
-                                  mean_std_text, protocol_name, rank_agreement, recipe_table, reliability_models,
+                                  mean_std_text, protocol_name, rank_agreement, recipe_table, same_network, reliability_models,
                                   reliability_panels, robustness_table, split_constant_columns, study_summary,
                                   superclass_frame, table1, table2, table_markdown, their_logged_top1, verdict)
 from cifar_study.models import TECHNIQUE_GROUPS, list_models
@@ -294,9 +294,25 @@ def test_rank_agreement_with_their_logged_finals(table):
     assert rank_agreement(table.reset_index())['n'] == 2  # resnet_20 and ghost_resnet_20 are in both
 
 
-def pd_frame(models, top1):
+def test_rank_agreement_counts_a_network_under_three_names_once():
+    theirs = their_logged_top1()
+    models = ['resnet_56', 'eca_resnet_20', 'ecanet20_fixed_k3', 'ecanet20_adaptive', 'resnet_20']
+    frame = pd_frame(models, [60, 50, 50, 50, 40], params_m=[0.86, 0.2784, 0.2784, 0.2784, 0.2782])
+    frame.loc[frame.model == 'ecanet20_adaptive', 'n'] = 1
+    agreement = rank_agreement(frame)
+    assert agreement['n'] == 3 and agreement['models'] == ['resnet_56', 'eca_resnet_20 = ecanet20_fixed_k3 = ecanet20_adaptive',
+                                                            'resnet_20']
+    one = (theirs['eca_resnet_20'] + theirs['ecanet20_fixed_k3'] + theirs['ecanet20_adaptive']) / 3
+    expected = stats.spearmanr([60, 50, 40], [theirs['resnet_56'], one, theirs['resnet_20']]).statistic
+    assert agreement['rho'] == pytest.approx(expected)
+    assert same_network('ecanet20_adaptive', 'eca_resnet_20') and not same_network('eca_resnet_20', 'eca_resnet_20_pos1')
+    assert not same_network('ecanet20_fixed_k3', 'ecanet20_k5')  # the same size, another kernel
+
+
+def pd_frame(models, top1, params_m=None):
     import pandas as pd
-    return pd.DataFrame(dict(model=models, top1=top1, n=[3] * len(models)))
+    params_m = params_m or [float(i) for i in range(len(models))]  # apart: no two are compared as one network
+    return pd.DataFrame(dict(model=models, top1=top1, n=[3] * len(models), params_m=params_m))
 
 
 def test_contradicted_claims_carry_both_numbers():

@@ -6,6 +6,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 from bs4 import BeautifulSoup
@@ -14,7 +15,7 @@ from cifar_study.analysis import original_claims
 from cifar_study.cli import main
 from cifar_study.models import list_models
 from cifar_study.records import find_run_records, repo_root
-from cifar_study.report import render_report
+from cifar_study.report import render_report, report_title
 
 BIN = Path(sys.executable).parent
 TEXT_COLUMNS = {'model', 'group', 'original study design', 'status', 'device', 'run notebooks'}  # Table 1's other columns hold numbers
@@ -60,6 +61,15 @@ def test_report_command_says_which_renderer_and_where(docs):
     assert 'rendered with nbconvert' in stdout and 'install Quarto' in stdout
     assert stdout.strip().splitlines()[-1] == f"report: {folder/'index.html'}"
     assert (folder/'index.ipynb').exists() and not pdf_written
+
+
+def test_the_title_names_both_protocols_when_both_have_runs(tmp_path, docs):
+    (tmp_path/'cpu-budget').mkdir()
+    assert report_title(tmp_path, 'cpu-budget').endswith(': profile cpu-budget')
+    (tmp_path/'cpu-epochs').mkdir()
+    assert report_title(tmp_path, 'cpu-budget').endswith(': profiles cpu-epochs and cpu-budget')
+    assert report_title(tmp_path, 'cpu-epochs').endswith(': profiles cpu-budget and cpu-epochs')
+    assert nbformat.read(docs[0]/'index.ipynb', as_version=4).metadata['title'].endswith(': profile smoke')
 
 
 def test_report_refuses_a_missing_results_folder(tmp_path, capsys):
