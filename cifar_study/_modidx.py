@@ -53,6 +53,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.analysis.format_ablation': ('analysis.html#format_ablation', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.format_table1': ('analysis.html#format_table1', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.group_colours': ('analysis.html#group_colours', 'cifar_study/analysis.py'),
+                                      'cifar_study.analysis.held_equal': ('analysis.html#held_equal', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.holm': ('analysis.html#holm', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.load_study': ('analysis.html#load_study', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.markdown_table': ('analysis.html#markdown_table', 'cifar_study/analysis.py'),

@@ -6,7 +6,7 @@
 __all__ = ['EPOCHS_PROFILE', 'METRICS', 'CHANCE', 'LEARNED', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS', 'RESNET20_FAMILY',
            'RECIPE_SETTINGS', 'Run', 'Study', 'variant_name', 'failure_cause', 'companion_profile', 'load_study',
            'epochs_trained', 'commit_text', 'budget_share', 'off_budget', 'reproduce_command', 'mean_std',
-           'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links', 'protocol_name',
+           'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links', 'held_equal', 'protocol_name',
            'protocol_column', 'format_table1', 'markdown_table', 'table2', 'not_learned', 'not_learned_text',
            'original_claims', 'theirs_text', 'protocol_words', 'welch_test', 'p_text', 'holm', 'verdict',
            'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'contradicted_claims', 'budget_use',
@@ -263,13 +263,17 @@ def _evaluated_text(mean: float, std: float, measured: int, evaluated: int) -> s
     text = mean_std_text(mean, std)
     return text + (f" ({evaluated} of {measured} seeds)" if text and evaluated < measured else '')
 
+def held_equal(study: Study) -> tuple[list, list]:
+    "The training budgets (seconds) and the epoch counts of a study's completed runs."
+    configs = [record.config for record in study.records]
+    return (sorted({config['budget_s'] for config in configs if config.get('budget_s')}),
+            sorted({config.get('epochs') for config in configs} - {None}))
+
 def protocol_name(study: Study) -> str:
     "What a study's runs held equal, from its records: 'equal time: 120 s of training' or 'equal epochs: 5'."
-    configs = [record.config for record in study.records] or [None]
-    budgets = sorted({config.get('budget_s') for config in configs if config}, key=str)
-    epochs = sorted({config.get('epochs') for config in configs if config}, key=str)
-    if configs == [None]: return f"profile {study.profile}: no completed runs yet"
-    if budgets and budgets[0]: return f"equal time: {', '.join(f'{b:g}' for b in budgets)} s of training ({study.profile})"
+    if not study.records: return f"profile {study.profile}: no completed runs yet"
+    budgets, epochs = held_equal(study)
+    if budgets: return f"equal time: {', '.join(f'{b:g}' for b in budgets)} s of training ({study.profile})"
     return f"equal epochs: {', '.join(map(str, epochs))} ({study.profile})"
 
 def protocol_column(table: pd.DataFrame, other: pd.DataFrame, link_from='.', link_base: str | None = None) -> list[str]:
@@ -369,10 +373,8 @@ def theirs_text(value) -> str:
 
 def protocol_words(study: Study) -> str:
     "When a study's numbers hold, for a verdict: 'after 5 epochs' or 'at equal 120 s of CPU training'."
-    configs = [record.config for record in study.records]
-    budgets = sorted({config['budget_s'] for config in configs if config.get('budget_s')})
+    budgets, epochs = held_equal(study)
     if budgets: return f"at equal {', '.join(f'{b:g}' for b in budgets)} s of {_devices(study)} training"
-    epochs = sorted({config.get('epochs') for config in configs} - {None})
     return f"after {', '.join(map(str, epochs)) or 'the same'} epochs"
 
 def _devices(study: Study) -> str:
@@ -401,12 +403,15 @@ def holm(pvalues) -> list[float]:
 def verdict(low: float, high: float, p_holm: float = math.nan, claimed: float = math.nan, n: int = 3,
             when: str = '', baseline: str = 'the baseline', alpha: float = 0.05) -> str:
     """What an interval of the difference from the baseline says, and when it holds (`when`): a difference only where
-    the Holm-adjusted p is under `alpha`; 'not resolved' while the interval holds both 0 and their claimed effect."""
+    the Holm-adjusted p is under `alpha`; 'not resolved' while the interval holds both 0 and their claimed effect; a
+    claimed effect outside the interval is named."""
     when = f" {when}" if when else ''
     if math.isnan(low) or math.isnan(high): return 'no interval: no spread over seeds'
-    if p_holm < alpha: return f"{'better' if low > 0 else 'worse'} than {baseline}{when} (Holm p {'' if p_holm < 0.001 else '= '}{p_text(p_holm)})"
-    if math.isnan(claimed) or low <= claimed <= high: return f"not resolved at n = {n}{when}"
-    return f"no effect shown at n = {n}{when}; their claimed {claimed:+.2f} lies outside the interval"
+    outside = '' if math.isnan(claimed) or low <= claimed <= high else f"; their claimed {claimed:+.2f} lies outside the interval"
+    if p_holm < alpha:
+        return (f"{'better' if low > 0 else 'worse'} than {baseline}{when} "
+                f"(Holm p {'' if p_holm < 0.001 else '= '}{p_text(p_holm)}){outside}")
+    return f"no effect shown at n = {n}{when}{outside}" if outside else f"not resolved at n = {n}{when}"
 
 def ablation_table(study: Study, ablation: str, confidence: float = 0.95) -> pd.DataFrame:
     """One row per variant of an ablation: our top-1, its difference from the baseline with a Welch interval,
@@ -1002,10 +1007,12 @@ def conclusions(studies: list[Study], tables: list[pd.DataFrame]) -> str:
                          f"300-epoch logs is {agreement['rho']:.2f}{interval}.")
         epochs = [epochs_trained(record) for record in study.records]
         seed_counts = ', '.join(f"{n} ({_counted(count, 'model')})" for n, count in sorted(Counter(table.n[table.n > 0]).items()))
+        budgets, _ = held_equal(study)
+        missed = f"; {_counted(sum(map(len, table.off_budget)), 'run')} outside 10 % of the budget" if budgets else ''
         limits.append(f"At {protocol_name(study)}: {epochs_trained_text(epochs)} against their 300; seeds per model "
                       f"{seed_counts}; "
                       f"{_counted(int((table.n == 0).sum()), 'model')} not run; {_counted(len(not_learned(table)), 'model')} "
-                      f"not yet learned; {_counted(sum(map(len, table.off_budget)), 'run')} outside 10 % of the budget.")
+                      f"not yet learned{missed}.")
     limits.append("CIFAR-100 (re-split) estimates, but is not, accuracy on the official test split; the corrupted set is "
                   "generated here in the style of CIFAR-100-C, not the official set.")
     return ('**What the numbers say.**\n\n' + '\n'.join(f"- {line}" for line in found or ['No completed runs yet.']) +

@@ -277,6 +277,8 @@ def test_verdicts_name_the_protocol_and_do_not_call_an_unresolved_interval_noise
     assert verdict(-1.0, 2.0, 0.4, 3.35, 3, when) == ('no effect shown at n = 3 after 5 epochs; '
                                                      'their claimed +3.35 lies outside the interval')
     assert verdict(0.2, 2.0, 0.09, 1.0, 3, when) == 'not resolved at n = 3 after 5 epochs'   # not significant after Holm
+    assert verdict(-6.15, -2.37, 0.03, 2.93, 3, when) == ('worse than the baseline after 5 epochs (Holm p = 0.030); '
+                                                        'their claimed +2.93 lies outside the interval')
     assert verdict(math.nan, math.nan) == 'no interval: no spread over seeds'
 
 
@@ -354,6 +356,10 @@ def test_budget_misses_and_unlearned_models_are_named(study, table):
     assert not_learned(frame) == ['ecanet20_k5']
     text = conclusions([study], [table.reset_index()])
     assert "the highest final top-1 among learned models is `resnet_20`'s" in text and '**Limitations.**' in text
+    assert 'of the budget' not in text  # these runs had no budget to miss
+    budgeted = replace(study, runs=tuple(replace(run, record=replace(run.record, config={**run.record.config, 'budget_s': 1e-3}))
+                                         if run.completed else run for run in study.runs))
+    assert 'runs outside 10 % of the budget' in conclusions([budgeted], [table.reset_index()])
 
 
 def test_tables_say_constant_columns_once_and_figures_are_numbered(tmp_path):
