@@ -917,6 +917,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'cifar_study/training.py'),
                                       'cifar_study.training.BudgetProbe.before_train': ( 'training.html#budgetprobe.before_train',
                                                                                          'cifar_study/training.py'),
+                                      'cifar_study.training.BudgetProbe.seconds': ( 'training.html#budgetprobe.seconds',
+                                                                                    'cifar_study/training.py'),
                                       'cifar_study.training.DivergedError': ('training.html#divergederror', 'cifar_study/training.py'),
                                       'cifar_study.training.EpochLog': ('training.html#epochlog', 'cifar_study/training.py'),
                                       'cifar_study.training.EpochLog.after_epoch': ( 'training.html#epochlog.after_epoch',
@@ -1014,4 +1016,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.training.restore_rng': ('training.html#restore_rng', 'cifar_study/training.py'),
                                       'cifar_study.training.run': ('training.html#run', 'cifar_study/training.py'),
                                       'cifar_study.training.settle_budget': ('training.html#settle_budget', 'cifar_study/training.py'),
-                                      'cifar_study.training.train_model': ('training.html#train_model', 'cifar_study/training.py')}}}
+                                      'cifar_study.training.train_model': ('training.html#train_model', 'cifar_study/training.py'),
+                                      'cifar_study.training.warmup_in_seconds': ( 'training.html#warmup_in_seconds',
+                                                                                  'cifar_study/training.py')}}}

@@ -1009,6 +1009,11 @@ def conclusions(studies: list[Study], tables: list[pd.DataFrame]) -> str:
         seed_counts = ', '.join(f"{n} ({_counted(count, 'model')})" for n, count in sorted(Counter(table.n[table.n > 0]).items()))
         budgets, _ = held_equal(study)
         missed = f"; {_counted(sum(map(len, table.off_budget)), 'run')} outside 10 % of the budget" if budgets else ''
+        machines = Counter(map(device_text, study.records))
+        if budgets and len(machines) > 1:  # equal seconds on different machines are not equal work
+            missed += (f"; its runs trained on {len(machines)} kinds of machine ("
+                       + ', '.join(f"{_counted(n, 'run')} on {name}" for name, n in machines.most_common())
+                       + "), so their equal seconds are not equal compute")
         limits.append(f"At {protocol_name(study)}: {epochs_trained_text(epochs)} against their 300; seeds per model "
                       f"{seed_counts}; "
                       f"{_counted(int((table.n == 0).sum()), 'model')} not run; {_counted(len(not_learned(table)), 'model')} "

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SETTLED_BY_THE_PROBE', 'UNSETTLED_EPOCHS', 'capture_rng', 'restore_rng', 'ThroughputProbe', 'plan_budget',
            'BudgetProbe', 'RecordKeeper', 'TrainingCheckpoint', 'EpochLog', 'DivergedError', 'FailOnNonFiniteLoss',
-           'StopAfterSteps', 'RunExistsError', 'RunPlan', 'settle_budget', 'budget_outcome', 'plan_run',
-           'RunFailedError', 'run', 'train_model']
+           'StopAfterSteps', 'RunExistsError', 'RunPlan', 'warmup_in_seconds', 'settle_budget', 'budget_outcome',
+           'plan_run', 'RunFailedError', 'run', 'train_model']
 
 # %% ../nbs/22_training.ipynb #1e225b21
 import io
@@ -97,32 +97,30 @@ def plan_budget(budget_s: float, images_per_second: float, steps_per_epoch: int,
                 planned_train_seconds=round(probe_seconds + (steps - probe_steps) * batch_size / images_per_second, 2))
 
 class BudgetProbe(Callback):
-    """A budgeted run's speed probe is its own first steps: after `warmup` steps (two when they already took
-    `probe_share` of the budget), time up to `timed` more (at most `probe_share` of the budget), then call
-    `settle(steps, seconds, images_per_second)` once, on every process."""
+    """A budgeted run's speed probe is its own first `probe_share` of the budget, which trains: it times the steps
+    of the second half of that time (a process's first steps are slow, and it keeps speeding up for several more),
+    then calls `settle(steps, seconds, images_per_second)` once, on every process. `seconds()` is the training time
+    so far, which a warm-up in seconds follows until then."""
     order = 85
-    def __init__(self, settle, budget_s: float, world_size: int = 1, warmup: int = 3, timed: int = 30,
-                 probe_share: float = 0.05):
-        self.settle, self.budget_s, self.world_size = settle, budget_s, world_size
-        self.warmup, self.timed, self.probe_share = warmup, timed, probe_share
+    def __init__(self, settle, budget_s: float, world_size: int = 1, probe_share: float = 0.2):
+        self.settle, self.budget_s, self.world_size, self.probe_share = settle, budget_s, world_size, probe_share
 
     def before_fit(self): self.steps, self.seconds_before, self.images, self.mark, self.settled = 0, 0.0, 0, None, False
     def before_train(self): self.phase_start = time.perf_counter()
     def after_train(self): self.seconds_before += time.perf_counter() - self.phase_start
+    def seconds(self) -> float: return self.seconds_before + time.perf_counter() - self.phase_start  # what the budget counts
 
     def after_batch(self):
         if not self.training or self.settled: return
         self.steps += 1
         self.images += find_bs(self.yb)
-        seconds = self.seconds_before + time.perf_counter() - self.phase_start  # training time so far: what the budget counts
-        if self.mark is None:  # every process times the same steps: rank 0's clock ends the warm-up and says how many
-            seconds_so_far = all_gather(seconds, self.world_size)[0]
-            if self.steps < min(2, self.warmup) or (self.steps < self.warmup and seconds_so_far < self.probe_share * self.budget_s):
-                return  # a process's first step is always slow (allocations), so the warm-up is at least two steps
-            per_step = seconds_so_far / self.steps
-            self.timed = max(1, min(self.timed, int(self.probe_share * self.budget_s / per_step)))
-            self.mark, self.last = (self.images, seconds), self.steps + self.timed
-        elif self.steps == self.last:
+        seconds = self.seconds()
+        # every process times the same steps: rank 0's clock says when the timing starts and when it ends
+        rank0_seconds = all_gather(seconds, self.world_size)[0]
+        probe_seconds = self.probe_share * self.budget_s
+        if self.mark is None:  # the first step is always slow (allocations): at least one more comes before the timing
+            if self.steps >= 2 and rank0_seconds >= probe_seconds / 2: self.mark = (self.images, seconds)
+        elif rank0_seconds >= probe_seconds:
             images, start = self.mark
             rate, seconds = all_gather(((self.images - images) / (seconds - start), seconds), self.world_size)[0]
             self.settled = True
@@ -277,6 +275,12 @@ class RunPlan:
                     world_size=self.world_size, precision=self.precision, device_settings=self.device_settings,
                     config_hash=self.config_hash, settled_when_the_run_starts=['steps', 'epochs'] if unsettled else [],
                     budget=self.budget, config=config)
+
+def warmup_in_seconds(config: TrainConfig, seconds):
+    """A budgeted run's learning rate until its probe settles the steps: the linear warm-up over `warmup_share` of
+    the budget's seconds (`seconds()`: training time so far), then the peak; the settled schedule takes over from there."""
+    warmup_s = config.warmup_share * config.budget_s
+    return lambda pct: config.lr * min(seconds() / warmup_s, 1.0)
 
 def settle_budget(plan: RunPlan, images_per_second: float, steps_per_epoch: int, probe_steps: int = 0,
                   probe_seconds: float = 0.0) -> RunPlan:
@@ -439,7 +443,9 @@ def _fit(plan: RunPlan, cbs: list, session_start: float, stored: RunRecord | Non
                 learn.n_epoch, stop.steps = settled.epochs, settled.steps  # fastai's pct_train follows n_epoch
                 learn.param_scheduler.scheds['lr'] = lr_schedule(settled, per_epoch)
                 keeper.save(budget=plan.budget, config=dict(record.config, steps=settled.steps, epochs=settled.epochs))
-            run_cbs.append(BudgetProbe(settle, config.budget_s, world_size))
+            probe = BudgetProbe(settle, config.budget_s, world_size)
+            if config.warmup_share: learn.param_scheduler.scheds['lr'] = warmup_in_seconds(config, probe.seconds)
+            run_cbs.append(probe)
         keeper.save(setup_seconds=round(previous_setup + time.perf_counter() - session_start, 2))
         with learn.distrib_ctx(sync_bn=device.type == 'cuda') if world_size > 1 else nullcontext():
             learn.fit(config.epochs, start_epoch=plan.start_epoch, cbs=[*run_cbs, *cbs])

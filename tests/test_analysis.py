@@ -360,6 +360,12 @@ def test_budget_misses_and_unlearned_models_are_named(study, table):
     budgeted = replace(study, runs=tuple(replace(run, record=replace(run.record, config={**run.record.config, 'budget_s': 1e-3}))
                                          if run.completed else run for run in study.runs))
     assert 'runs outside 10 % of the budget' in conclusions([budgeted], [table.reset_index()])
+    assert 'kinds of machine' not in conclusions([budgeted], [table.reset_index()])
+    first = next(run for run in budgeted.runs if run.completed)
+    elsewhere = replace(first.record, environment={**first.record.environment, 'device_name': 'Other CPU'})
+    mixed = replace(budgeted, runs=tuple(replace(run, record=elsewhere) if run is first else run for run in budgeted.runs))
+    assert ('1 run on Other CPU (cpu, ' in conclusions([mixed], [table.reset_index()])
+            and 'so their equal seconds are not equal compute' in conclusions([mixed], [table.reset_index()]))
 
 
 def test_tables_say_constant_columns_once_and_figures_are_numbered(tmp_path):

@@ -2,6 +2,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import itertools
 import json
 import os
 import signal
@@ -29,7 +30,8 @@ from cifar_study.learner import BatchMixUp, InferenceModeEval, MetricsOnDevice, 
 from cifar_study.models import create_model
 from cifar_study.recipes import config_overrides, overrides_hash, resolve_config, run_folder_path
 from cifar_study.records import RunRecordError, load_run_record
-from cifar_study.training import BudgetProbe, RunExistsError, RunFailedError, plan_budget, plan_run, run, train_model
+from cifar_study.training import (BudgetProbe, RunExistsError, RunFailedError, plan_budget, plan_run, run, train_model,
+                                  warmup_in_seconds)
 
 BIN = Path(sys.executable).parent
 EPOCH_METRICS = ('steps', 'train_loss', 'test_loss', 'top1', 'top5', 'lr')
@@ -319,16 +321,40 @@ def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
     assert record.final['top1'] == pytest.approx(top1, abs=1e-6) and record.final['top5'] == pytest.approx(top5, abs=1e-6)
 
 
-def test_a_slow_model_settles_its_budget_before_spending_it(monkeypatch):
-    # one step of 18.5 s (mlp_mixer_b16 here) in a 60 s budget: three warm-up steps would spend 55 s before timing one
-    clock = iter(range(0, 1000, 37)).__next__  # the fake clock: before_train, then every step 18.5 s later
-    monkeypatch.setattr(training, 'time', SimpleNamespace(perf_counter=lambda: clock() / 2))
-    settled = []
-    probe = BudgetProbe(lambda *args: settled.append(args), budget_s=60.0)
+def fake_clock(monkeypatch, step_seconds):
+    "training's clock: 0 at before_train, then the end of each step of `step_seconds`"
+    ends = iter(itertools.accumulate([0.0, *step_seconds]))
+    monkeypatch.setattr(training, 'time', SimpleNamespace(perf_counter=lambda: next(ends)))
+
+
+def probe_steps(probe, steps: int):
     probe.learn = SimpleNamespace(training=True, yb=(torch.zeros(128),))
     probe.before_fit(), probe.before_train()
-    for _ in range(6): probe.after_batch()
-    (steps, seconds, images_per_second), = settled  # two warm-up steps (over 5 % of the budget already), one timed
+    for _ in range(steps): probe.after_batch()
+
+
+def test_the_probe_times_the_second_half_of_its_share(monkeypatch):
+    # steps that keep speeding up after the first: the probe (a fifth of 30 s) times only those after 3 s
+    fake_clock(monkeypatch, [2.0, 1.0, 0.75] + [0.5] * 20)
+    settled = []
+    probe_steps(BudgetProbe(lambda *args: settled.append(args), budget_s=30.0), 12)
+    (steps, seconds, images_per_second), = settled  # timed from step 2 (3.0 s) to step 8, the first at 6 s or more
+    assert (steps, seconds, images_per_second) == (8, 6.25, pytest.approx(6 * 128 / 3.25))
+
+
+def test_a_budgeted_warmup_follows_the_seconds_until_the_probe_settles():
+    config = resolve_config('resnet_20', 'cpu-budget')  # warm-up over a fifth of the steps: of 120 s, 24 s
+    seconds = iter([0.0, 12.0, 24.0, 60.0]).__next__
+    lr = warmup_in_seconds(config, seconds)
+    assert [lr(0.0) for _ in range(4)] == pytest.approx([0.0, config.lr / 2, config.lr, config.lr])
+
+
+def test_a_slow_model_settles_its_budget_before_spending_it(monkeypatch):
+    # one step of 18.5 s (mlp_mixer_b16 here) in a 60 s budget: the probe's 12 s are over after the first step
+    fake_clock(monkeypatch, [18.5] * 6)
+    settled = []
+    probe_steps(BudgetProbe(lambda *args: settled.append(args), budget_s=60.0), 6)
+    (steps, seconds, images_per_second), = settled  # the first step never counts: the second starts the timing
     assert (steps, seconds, images_per_second) == (3, 55.5, pytest.approx(128 / 18.5))
     plan = plan_budget(60.0, images_per_second, 390, 128, steps, seconds)  # the rest fits 0.24 steps: to the nearest, 0
     assert plan['steps'] == 3 and plan['planned_train_seconds'] == 55.5
