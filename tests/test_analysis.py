@@ -364,8 +364,8 @@ def test_budget_misses_and_unlearned_models_are_named(study, table):
     first = next(run for run in budgeted.runs if run.completed)
     elsewhere = replace(first.record, environment={**first.record.environment, 'device_name': 'Other CPU'})
     mixed = replace(budgeted, runs=tuple(replace(run, record=elsewhere) if run is first else run for run in budgeted.runs))
-    assert ('1 run on Other CPU (cpu, ' in conclusions([mixed], [table.reset_index()])
-            and 'so their equal seconds are not equal compute' in conclusions([mixed], [table.reset_index()]))
+    text = conclusions([mixed], [table.reset_index()])
+    assert '1 run on Other CPU (cpu, ' in text and 'so their equal seconds are not equal compute' in text
 
 
 def test_tables_say_constant_columns_once_and_figures_are_numbered(tmp_path):
