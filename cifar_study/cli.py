@@ -414,7 +414,10 @@ def main(argv=None):
     "Entry point of the `cifar-study` console script."
     args = build_parser().parse_args(argv)
     os.environ.setdefault('CIFAR_STUDY_ROOT', os.getcwd())  # an installed wheel stores paths relative to it (records.repo_root)
-    try: args.run(args)
+    try:
+        from cifar_study.records import check_working_checkout
+        check_working_checkout()
+        args.run(args)
     except KeyboardInterrupt:
         print("cifar-study: interrupted (a training run continues with --resume)", file=sys.stderr)
         sys.exit(130)

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'RUN_STATUSES', 'SOURCE_PATHS', 'EPOCH_FIELDS', 'MIGRATIONS', 'atomic_write_bytes', 'utc_now',
-           'strict_json', 'repo_root', 'portable_path', 'local_path', 'git_state', 'source_diff', 'cpu_name',
-           'environment', 'RunRecord', 'RunRecordError', 'migrate_record', 'validate_run_record', 'load_run_record',
-           'find_run_records']
+           'strict_json', 'repo_root', 'portable_path', 'check_working_checkout', 'local_path', 'git_state',
+           'source_diff', 'cpu_name', 'environment', 'RunRecord', 'RunRecordError', 'migrate_record',
+           'validate_run_record', 'load_run_record', 'find_run_records']
 
 # %% ../nbs/21_records.ipynb #5deb5040
 import json
@@ -16,6 +16,7 @@ import platform
 import socket
 import subprocess
 import tempfile
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,6 +70,22 @@ def portable_path(path) -> str | None:
         for base, prefix in ((root, Path()), (root.parent, Path('..'))):
             if candidate.is_relative_to(base): return str(prefix/candidate.relative_to(base)) if candidate != base else str(prefix)
     return str(given)
+
+def _cifar_study_checkout(folder: Path) -> bool:
+    if not ((folder/'nbs').is_dir() and (folder/'pyproject.toml').is_file()): return False
+    try: return tomllib.loads((folder/'pyproject.toml').read_text()).get('project', {}).get('name') == 'cifar_study'
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError): return False
+
+def check_working_checkout(folder=None):
+    """Refuse to work inside a cifar_study checkout whose code is not the one imported: its runs would train, and record
+    the commit of, the other checkout's code (an editable install points at one checkout; a worktree is another)."""
+    here = Path(folder or os.getcwd()).resolve()
+    checkout = next((path for path in (here, *here.parents) if _cifar_study_checkout(path)), None)
+    imported = Path(__import__('cifar_study').__file__).resolve().parents[1]
+    if checkout is not None and checkout != imported:
+        raise ValueError(f"the working folder is in the checkout {checkout}, but the cifar_study installed here is "
+                         f"{imported}'s: run `pip install -e .` in {checkout}, or start the command with "
+                         f"`PYTHONPATH={checkout}`")
 
 def local_path(stored) -> Path | None:
     "A stored path on this machine: relative paths are taken from the repository root."

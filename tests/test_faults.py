@@ -242,3 +242,10 @@ def test_the_attempt_of_a_killed_runner_is_closed_when_the_job_is_next_run(tmp_p
 def test_an_out_folder_that_cannot_be_made_names_the_fix(tmp_path, synthetic_data):
     result = cli('train', 'resnet_20', '--profile', 'smoke', '--data-dir', synthetic_data['npz'], '--out', '/proc/cifar-study-x')
     assert_one_line_refusal(result, '/proc/cifar-study-x', 'pass --out')
+
+
+def test_a_command_started_in_another_checkout_is_refused(tmp_path, monkeypatch):
+    checkout = tmp_path.resolve()  # a second clone or a git worktree: the imported code is not its code
+    (checkout/'nbs').mkdir(); (checkout/'pyproject.toml').write_text('[project]\nname = "cifar_study"\n')
+    monkeypatch.chdir(checkout)
+    assert_one_line_refusal(cli('status', '--out', checkout/'results'), f'in the checkout {checkout}', f'PYTHONPATH={checkout}')
