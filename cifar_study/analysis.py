@@ -536,8 +536,10 @@ def _scope(profile: str, records: list[RunRecord]) -> str:
                 "the original study; the seeds show how far a single run can be trusted.")
     if budgets:
         seconds, epochs = _listed(f"{b:g}" for b in budgets), [epochs_trained(record) for record in records]
+        machines = len({device_text(record) for record in records})
+        hardware = "the same hardware" if machines == 1 else f"{machines} kinds of machine (so not the same compute)"
         return (f"**This is a small-compute study.** Every model had the same training budget of {seconds} seconds on "
-                f"the same hardware (the final evaluation on the whole test split comes on top), which was "
+                f"{hardware} (the final evaluation on the whole test split comes on top), which was "
                 f"{min(epochs):.2f} to {max(epochs):.2f} epochs here, against the original study's 300 epochs on 8 V100 "
                 f"GPUs. {budget_use(records)} It tells what each architecture reaches for equal CPU training time, and "
                 f"what it costs in parameters, FLOPs and throughput. It cannot tell how accurate the models are when fully "

@@ -361,11 +361,14 @@ def test_budget_misses_and_unlearned_models_are_named(study, table):
                                          if run.completed else run for run in study.runs))
     assert 'runs outside 10 % of the budget' in conclusions([budgeted], [table.reset_index()])
     assert 'kinds of machine' not in conclusions([budgeted], [table.reset_index()])
+    assert 'seconds on the same hardware' in study_summary(budgeted, table.reset_index())
     first = next(run for run in budgeted.runs if run.completed)
     elsewhere = replace(first.record, environment={**first.record.environment, 'device_name': 'Other CPU'})
     mixed = replace(budgeted, runs=tuple(replace(run, record=elsewhere) if run is first else run for run in budgeted.runs))
     text = conclusions([mixed], [table.reset_index()])
     assert '1 run on Other CPU (cpu, ' in text and 'so their equal seconds are not equal compute' in text
+    summary = study_summary(mixed, table.reset_index())
+    assert 'same hardware' not in summary and 'seconds on 2 kinds of machine (so not the same compute)' in summary
 
 
 def test_tables_say_constant_columns_once_and_figures_are_numbered(tmp_path):
