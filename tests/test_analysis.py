@@ -357,11 +357,14 @@ def test_budget_misses_and_unlearned_models_are_named(study, table):
     text = conclusions([study], [table.reset_index()])
     assert "the highest final top-1 among learned models is `resnet_20`'s" in text and '**Limitations.**' in text
     assert 'of the budget' not in text  # these runs had no budget to miss
-    budgeted = replace(study, runs=tuple(replace(run, record=replace(run.record, config={**run.record.config, 'budget_s': 1e-3}))
+    budgeted_config = lambda config: {**config, 'budget_s': 1e-3, 'warmup_share': 0.2}
+    budgeted = replace(study, runs=tuple(replace(run, record=replace(run.record, config=budgeted_config(run.record.config)))
                                          if run.completed else run for run in study.runs))
     assert 'runs outside 10 % of the budget' in conclusions([budgeted], [table.reset_index()])
     assert 'kinds of machine' not in conclusions([budgeted], [table.reset_index()])
     assert 'seconds on the same hardware' in study_summary(budgeted, table.reset_index())
+    schedule = recipe_table([budgeted]).set_index('setting').iloc[:, 0]['schedule']
+    assert schedule.startswith('linear warm-up over the first 20% of the budget (in seconds until the speed probe fixes')
     first = next(run for run in budgeted.runs if run.completed)
     elsewhere = replace(first.record, environment={**first.record.environment, 'device_name': 'Other CPU'})
     mixed = replace(budgeted, runs=tuple(replace(run, record=elsewhere) if run is first else run for run in budgeted.runs))
