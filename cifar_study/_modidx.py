@@ -380,9 +380,11 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                         'cifar_study/learner.py'),
                                      'cifar_study.learner.MetricsOnDevice.before_fit': ( 'learner.html#metricsondevice.before_fit',
                                                                                          'cifar_study/learner.py'),
+                                     'cifar_study.learner._warmup_cosine': ('learner.html#_warmup_cosine', 'cifar_study/learner.py'),
                                      'cifar_study.learner.bias_splitter': ('learner.html#bias_splitter', 'cifar_study/learner.py'),
                                      'cifar_study.learner.build_learner': ('learner.html#build_learner', 'cifar_study/learner.py'),
                                      'cifar_study.learner.create_run_model': ('learner.html#create_run_model', 'cifar_study/learner.py'),
+                                     'cifar_study.learner.lr_in_seconds': ('learner.html#lr_in_seconds', 'cifar_study/learner.py'),
                                      'cifar_study.learner.lr_schedule': ('learner.html#lr_schedule', 'cifar_study/learner.py'),
                                      'cifar_study.learner.optimizer_factory': ('learner.html#optimizer_factory', 'cifar_study/learner.py'),
                                      'cifar_study.learner.steps_per_epoch': ('learner.html#steps_per_epoch', 'cifar_study/learner.py'),
@@ -1020,6 +1022,4 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.training.restore_rng': ('training.html#restore_rng', 'cifar_study/training.py'),
                                       'cifar_study.training.run': ('training.html#run', 'cifar_study/training.py'),
                                       'cifar_study.training.settle_budget': ('training.html#settle_budget', 'cifar_study/training.py'),
-                                      'cifar_study.training.train_model': ('training.html#train_model', 'cifar_study/training.py'),
-                                      'cifar_study.training.warmup_in_seconds': ( 'training.html#warmup_in_seconds',
-                                                                                  'cifar_study/training.py')}}}
+                                      'cifar_study.training.train_model': ('training.html#train_model', 'cifar_study/training.py')}}}

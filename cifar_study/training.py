@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SETTLED_BY_THE_PROBE', 'UNSETTLED_EPOCHS', 'capture_rng', 'restore_rng', 'ThroughputProbe', 'plan_budget',
            'BudgetProbe', 'RecordKeeper', 'TrainingCheckpoint', 'EpochLog', 'DivergedError', 'FailOnNonFiniteLoss',
-           'StopAfterSteps', 'RunExistsError', 'RunPlan', 'warmup_in_seconds', 'settle_budget', 'budget_outcome',
-           'plan_run', 'RunFailedError', 'run', 'train_model']
+           'StopAfterSteps', 'RunExistsError', 'RunPlan', 'settle_budget', 'budget_outcome', 'plan_run',
+           'RunFailedError', 'run', 'train_model']
 
 # %% ../nbs/22_training.ipynb #1e225b21
 import io
@@ -32,7 +32,7 @@ from fastai.torch_core import find_bs, num_distrib, rank_distrib, set_seed
 from .data import cifar100_dataloaders, data_checksums, find_cifar100
 from .distributed import all_gather, device_settings, precision_used, start_distributed, training_device, unwrap
 from .evaluation import evaluate_model
-from .learner import build_learner, create_run_model, lr_schedule, steps_per_epoch
+from .learner import build_learner, create_run_model, lr_in_seconds, lr_schedule, steps_per_epoch
 from .models import count_flops, count_parameters
 from .recipes import (DEFAULT_PROFILE, RESUME_MAY_CHANGE, TrainConfig, config_differences, config_hash,
                                  legacy_run_folder, resolve_config, run_folder_path, stored_config, validate_config)
@@ -97,13 +97,14 @@ def plan_budget(budget_s: float, images_per_second: float, steps_per_epoch: int,
                 planned_train_seconds=round(probe_seconds + (steps - probe_steps) * batch_size / images_per_second, 2))
 
 class BudgetProbe(Callback):
-    """A budgeted run's speed probe is its own first `probe_share` of the budget, which trains: it times the steps
-    of the second half of that time (a process's first steps are slow, and it keeps speeding up for several more),
-    then calls `settle(steps, seconds, images_per_second)` once, on every process. `seconds()` is the training time
-    so far, which a warm-up in seconds follows until then."""
+    """A budgeted run's speed probe is its own first `probe_share` of the budget, which trains: it times the steps from
+    a quarter of that time on, and not before `warm_steps` steps (a process's first steps are slow, and on these two
+    cores it keeps speeding up for about eight), then calls `settle(steps, seconds, images_per_second)` once, on every
+    process. `seconds()` is the training time so far, which the learning rate follows until then."""
     order = 85
-    def __init__(self, settle, budget_s: float, world_size: int = 1, probe_share: float = 0.2):
-        self.settle, self.budget_s, self.world_size, self.probe_share = settle, budget_s, world_size, probe_share
+    def __init__(self, settle, budget_s: float, world_size: int = 1, probe_share: float = 0.4, warm_steps: int = 8):
+        self.settle, self.budget_s, self.world_size = settle, budget_s, world_size
+        self.probe_share, self.warm_steps = probe_share, warm_steps
 
     def before_fit(self): self.steps, self.seconds_before, self.images, self.mark, self.settled = 0, 0.0, 0, None, False
     def before_train(self): self.phase_start = time.perf_counter()
@@ -118,8 +119,9 @@ class BudgetProbe(Callback):
         # every process times the same steps: rank 0's clock says when the timing starts and when it ends
         rank0_seconds = all_gather(seconds, self.world_size)[0]
         probe_seconds = self.probe_share * self.budget_s
-        if self.mark is None:  # the first step is always slow (allocations): at least one more comes before the timing
-            if self.steps >= 2 and rank0_seconds >= probe_seconds / 2: self.mark = (self.images, seconds)
+        if self.mark is None:  # the first step never counts; a model too slow for its warm steps starts at half the probe
+            warm = self.steps >= self.warm_steps or rank0_seconds >= probe_seconds / 2
+            if self.steps >= 2 and warm and rank0_seconds >= probe_seconds / 4: self.mark = (self.images, seconds)
         elif rank0_seconds >= probe_seconds:
             images, start = self.mark
             rate, seconds = all_gather(((self.images - images) / (seconds - start), seconds), self.world_size)[0]
@@ -275,12 +277,6 @@ class RunPlan:
                     world_size=self.world_size, precision=self.precision, device_settings=self.device_settings,
                     config_hash=self.config_hash, settled_when_the_run_starts=['steps', 'epochs'] if unsettled else [],
                     budget=self.budget, config=config)
-
-def warmup_in_seconds(config: TrainConfig, seconds):
-    """A budgeted run's learning rate until its probe settles the steps: the linear warm-up over `warmup_share` of
-    the budget's seconds (`seconds()`: training time so far), then the peak; the settled schedule takes over from there."""
-    warmup_s = config.warmup_share * config.budget_s
-    return lambda pct: config.lr * min(seconds() / warmup_s, 1.0)
 
 def settle_budget(plan: RunPlan, images_per_second: float, steps_per_epoch: int, probe_steps: int = 0,
                   probe_seconds: float = 0.0) -> RunPlan:
@@ -444,7 +440,7 @@ def _fit(plan: RunPlan, cbs: list, session_start: float, stored: RunRecord | Non
                 learn.param_scheduler.scheds['lr'] = lr_schedule(settled, per_epoch)
                 keeper.save(budget=plan.budget, config=dict(record.config, steps=settled.steps, epochs=settled.epochs))
             probe = BudgetProbe(settle, config.budget_s, world_size)
-            if config.warmup_share: learn.param_scheduler.scheds['lr'] = warmup_in_seconds(config, probe.seconds)
+            learn.param_scheduler.scheds['lr'] = lr_in_seconds(config, probe.seconds)
             run_cbs.append(probe)
         keeper.save(setup_seconds=round(previous_setup + time.perf_counter() - session_start, 2))
         with learn.distrib_ctx(sync_bn=device.type == 'cuda') if world_size > 1 else nullcontext():

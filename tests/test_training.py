@@ -4,6 +4,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import signal
 import socket
@@ -26,12 +27,11 @@ from cifar_study.cli import main
 from cifar_study.learner import create_run_model
 from cifar_study.data import CIFAR100_MEAN, CIFAR100_STD, find_cifar100, load_split, write_synthetic_cifar100
 from cifar_study.distributed import device_settings, precision_used
-from cifar_study.learner import BatchMixUp, InferenceModeEval, MetricsOnDevice, build_learner, lr_schedule
+from cifar_study.learner import BatchMixUp, InferenceModeEval, MetricsOnDevice, build_learner, lr_in_seconds, lr_schedule
 from cifar_study.models import create_model
 from cifar_study.recipes import config_overrides, overrides_hash, resolve_config, run_folder_path
 from cifar_study.records import RunRecordError, load_run_record
-from cifar_study.training import (BudgetProbe, RunExistsError, RunFailedError, plan_budget, plan_run, run, train_model,
-                                  warmup_in_seconds)
+from cifar_study.training import BudgetProbe, RunExistsError, RunFailedError, plan_budget, plan_run, run, train_model
 
 BIN = Path(sys.executable).parent
 EPOCH_METRICS = ('steps', 'train_loss', 'test_loss', 'top1', 'top5', 'lr')
@@ -312,8 +312,8 @@ def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
     assert budget['train_seconds_used'] == record.train_seconds > 0
     assert budget['share_used'] == round(record.train_seconds / 8.0, 3)
     assert budget['outside_tolerance'] == (abs(record.train_seconds / 8.0 - 1) > 0.10)
-    assert record.epochs[0]['lr'] == record.config['lr'] > record.epochs[-1]['lr']  # one cosine over the settled steps
-    assert record.epochs[-1]['lr'] >= record.config['final_lr']
+    # one cosine, over the budget's seconds until the probe settles, then over the settled steps
+    assert record.config['lr'] >= record.epochs[0]['lr'] > record.epochs[-1]['lr'] >= record.config['final_lr']
     # per-epoch evaluations on the named subset, the final one on the whole test split
     assert record.data['epoch_test_images'] == 50 and record.data['epoch_test_rule']
     assert record.final['test_images'] == 100 and record.final['seconds'] >= 0
@@ -333,24 +333,28 @@ def probe_steps(probe, steps: int):
     for _ in range(steps): probe.after_batch()
 
 
-def test_the_probe_times_the_second_half_of_its_share(monkeypatch):
-    # steps that keep speeding up after the first: the probe (a fifth of 30 s) times only those after 3 s
-    fake_clock(monkeypatch, [2.0, 1.0, 0.75] + [0.5] * 20)
+def test_the_probe_times_from_its_ninth_step_and_a_tenth_of_the_budget(monkeypatch):
+    # steps that keep speeding up for eight steps, then 0.25 s: of 40 s, the probe (16 s) times from step 8 (6.4 s) on,
+    # not from a tenth of the budget (step 4, 4.35 s), while the steps still speed up
+    fake_clock(monkeypatch, [2.0, 1.0, 0.75, 0.6, 0.55, 0.5, 0.5, 0.5] + [0.25] * 60)
     settled = []
-    probe_steps(BudgetProbe(lambda *args: settled.append(args), budget_s=30.0), 12)
-    (steps, seconds, images_per_second), = settled  # timed from step 2 (3.0 s) to step 8, the first at 6 s or more
-    assert (steps, seconds, images_per_second) == (8, 6.25, pytest.approx(6 * 128 / 3.25))
+    probe_steps(BudgetProbe(lambda *args: settled.append(args), budget_s=40.0), 60)
+    (steps, seconds, images_per_second), = settled  # the first step at 16 s or more ends it
+    assert (steps, seconds, images_per_second) == (47, pytest.approx(16.15), pytest.approx(128 / 0.25))
 
 
-def test_a_budgeted_warmup_follows_the_seconds_until_the_probe_settles():
-    config = resolve_config('resnet_20', 'cpu-budget')  # warm-up over a fifth of the steps: of 120 s, 24 s
-    seconds = iter([0.0, 12.0, 24.0, 60.0]).__next__
-    lr = warmup_in_seconds(config, seconds)
-    assert [lr(0.0) for _ in range(4)] == pytest.approx([0.0, config.lr / 2, config.lr, config.lr])
+def test_a_budgeted_run_follows_its_schedule_in_seconds_until_the_probe_settles():
+    config = resolve_config('resnet_20', 'cpu-budget')  # 120 s: warm-up over a fifth of them, then the cosine
+    seconds = iter([0.0, 12.0, 24.0, 60.0, 120.0]).__next__
+    lr = lr_in_seconds(config, seconds)
+    cosine = config.final_lr + (config.lr - config.final_lr) * (1 + math.cos(math.pi * (0.5 - 0.2) / 0.8)) / 2
+    assert [lr(0.0) for _ in range(5)] == pytest.approx([0.0, config.lr / 2, config.lr, cosine, config.final_lr])
+    settled = lr_schedule(resolve_config('resnet_20', 'cpu-budget', steps=300, epochs=1), steps_per_epoch=390)
+    assert settled(150 / 390) == pytest.approx(cosine)  # the settled schedule at half its steps: the same point
 
 
 def test_a_slow_model_settles_its_budget_before_spending_it(monkeypatch):
-    # one step of 18.5 s (mlp_mixer_b16 here) in a 60 s budget: the probe's 12 s are over after the first step
+    # one step of 18.5 s (mlp_mixer_b16 here) in a 60 s budget: too slow for eight steps in the probe's 24 s
     fake_clock(monkeypatch, [18.5] * 6)
     settled = []
     probe_steps(BudgetProbe(lambda *args: settled.append(args), budget_s=60.0), 6)
