@@ -843,11 +843,10 @@ def _setting(record: RunRecord, name: str) -> str:
         return config['optimizer'] + (f" (momentum {config['momentum']:g})" if config['optimizer'].startswith('sgd') else '')
     if name == 'peak learning rate': return f"{config['lr']:g}"
     if name == 'schedule':
-        warmup = (f"linear warm-up over the first {config['warmup_share']:.0%} of the budget (in seconds until the speed "
-                  f"probe fixes the steps, then in steps), then " if config.get('warmup_share') and config.get('budget_s') else
-                  f"linear warm-up over {config['warmup_share']:.0%} of the steps, then " if config.get('warmup_share') else
+        warmup = (f"linear warm-up over {config['warmup_share']:.0%} of the steps, then " if config.get('warmup_share') else
                   f"linear warm-up over {config['warmup_epochs']:g} epochs, then " if config.get('warmup_epochs') else 'no warm-up; ')
-        return f"{warmup}cosine to {config.get('final_lr', 0):g}, stepped per {config.get('schedule_step', 'epoch')}"
+        seconds = " (over the budget's seconds until the speed probe fixes the steps)" if config.get('budget_s') else ''
+        return f"{warmup}cosine to {config.get('final_lr', 0):g}, stepped per {config.get('schedule_step', 'epoch')}{seconds}"
     if name == 'weight decay': return f"{config['weight_decay']:g}"
     if name == 'batch': return str(config['batch_size'])
     if name == 'augmentation': return f"{config['augment']}: " + ', '.join(record.augmentation.get('train', [])[:-1])

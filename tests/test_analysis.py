@@ -364,7 +364,8 @@ def test_budget_misses_and_unlearned_models_are_named(study, table):
     assert 'kinds of machine' not in conclusions([budgeted], [table.reset_index()])
     assert 'seconds on the same hardware' in study_summary(budgeted, table.reset_index())
     schedule = recipe_table([budgeted]).set_index('setting').iloc[:, 0]['schedule']
-    assert schedule.startswith('linear warm-up over the first 20% of the budget (in seconds until the speed probe fixes')
+    assert schedule.startswith('linear warm-up over 20% of the steps, then cosine to ')
+    assert schedule.endswith(", stepped per batch (over the budget's seconds until the speed probe fixes the steps)")
     first = next(run for run in budgeted.runs if run.completed)
     elsewhere = replace(first.record, environment={**first.record.environment, 'device_name': 'Other CPU'})
     mixed = replace(budgeted, runs=tuple(replace(run, record=elsewhere) if run is first else run for run in budgeted.runs))
