@@ -54,11 +54,14 @@ def strict_json(value, **kwargs) -> str:
     return json.dumps(finite(value), allow_nan=False, **kwargs)
 
 # %% ../nbs/21_records.ipynb #52247a07
+def _imported_checkout() -> Path: return Path(__import__('cifar_study').__file__).resolve().parents[1]
+def _checkout_layout(folder: Path) -> bool: return (folder/'nbs').is_dir() and (folder/'pyproject.toml').is_file()
+
 def repo_root() -> Path:
     """The repository holding this package (a checkout, or an editable install of one); for an installed wheel, the
     folder the `cifar-study` command started in (`$CIFAR_STUDY_ROOT`, which its kernels inherit), else the working one."""
-    checkout = Path(__import__('cifar_study').__file__).resolve().parents[1]
-    if (checkout/'nbs').is_dir() and (checkout/'pyproject.toml').is_file(): return checkout
+    checkout = _imported_checkout()
+    if _checkout_layout(checkout): return checkout
     return Path(os.environ.get('CIFAR_STUDY_ROOT') or os.getcwd()).resolve()
 
 def portable_path(path) -> str | None:
@@ -72,7 +75,7 @@ def portable_path(path) -> str | None:
     return str(given)
 
 def _cifar_study_checkout(folder: Path) -> bool:
-    if not ((folder/'nbs').is_dir() and (folder/'pyproject.toml').is_file()): return False
+    if not _checkout_layout(folder): return False
     try: return tomllib.loads((folder/'pyproject.toml').read_text()).get('project', {}).get('name') == 'cifar_study'
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError): return False
 
@@ -81,7 +84,7 @@ def check_working_checkout(folder=None):
     the commit of, the other checkout's code (an editable install points at one checkout; a worktree is another)."""
     here = Path(folder or os.getcwd()).resolve()
     checkout = next((path for path in (here, *here.parents) if _cifar_study_checkout(path)), None)
-    imported = Path(__import__('cifar_study').__file__).resolve().parents[1]
+    imported = _imported_checkout()
     if checkout is not None and checkout != imported:
         raise ValueError(f"the working folder is in the checkout {checkout}, but the cifar_study installed here is "
                          f"{imported}'s: run `pip install -e .` in {checkout}, or start the command with "
