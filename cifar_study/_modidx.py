@@ -104,6 +104,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.analysis.robustness_table': ( 'analysis.html#robustness_table',
                                                                                  'cifar_study/analysis.py'),
                                       'cifar_study.analysis.same_network': ('analysis.html#same_network', 'cifar_study/analysis.py'),
+                                      'cifar_study.analysis.setup_share': ('analysis.html#setup_share', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis.split_constant_columns': ( 'analysis.html#split_constant_columns',
                                                                                        'cifar_study/analysis.py'),
                                       'cifar_study.analysis.status_text': ('analysis.html#status_text', 'cifar_study/analysis.py'),

@@ -5,18 +5,18 @@
 # %% auto #0
 __all__ = ['EPOCHS_PROFILE', 'METRICS', 'CHANCE', 'LEARNED', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS', 'RESNET20_FAMILY',
            'RECIPE_SETTINGS', 'Run', 'Study', 'variant_name', 'failure_cause', 'companion_profile', 'load_study',
-           'epochs_trained', 'commit_text', 'budget_share', 'off_budget', 'reproduce_command', 'mean_std',
-           'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links', 'held_equal', 'protocol_name',
-           'protocol_column', 'format_table1', 'markdown_table', 'table2', 'not_learned', 'not_learned_text',
-           'original_claims', 'theirs_text', 'protocol_words', 'welch_test', 'p_text', 'holm', 'verdict',
-           'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'contradicted_claims', 'budget_use',
-           'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model', 'plot_cost_fronts', 'epoch_frame',
-           'plot_training_curves', 'plot_seed_spread', 'evaluated_records', 'superclass_frame', 'plot_model_heatmap',
-           'plot_superclass_heatmap', 'pooled_calibration', 'plot_reliability', 'reliability_panels',
-           'reliability_models', 'corruption_frame', 'robustness_table', 'plot_corruption_heatmap', 'recipe_table',
-           'model_table', 'cost_table', 'cost_text', 'their_logged_top1', 'same_network', 'networks', 'rank_agreement',
-           'rank_agreement_table', 'conclusions', 'epochs_trained_text', 'split_constant_columns', 'table_markdown',
-           'figure_markdown']
+           'epochs_trained', 'commit_text', 'budget_share', 'setup_share', 'off_budget', 'reproduce_command',
+           'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links', 'held_equal',
+           'protocol_name', 'protocol_column', 'format_table1', 'markdown_table', 'table2', 'not_learned',
+           'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_test', 'p_text', 'holm',
+           'verdict', 'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'contradicted_claims',
+           'budget_use', 'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model', 'plot_cost_fronts',
+           'epoch_frame', 'plot_training_curves', 'plot_seed_spread', 'evaluated_records', 'superclass_frame',
+           'plot_model_heatmap', 'plot_superclass_heatmap', 'pooled_calibration', 'plot_reliability',
+           'reliability_panels', 'reliability_models', 'corruption_frame', 'robustness_table',
+           'plot_corruption_heatmap', 'recipe_table', 'model_table', 'cost_table', 'cost_text', 'their_logged_top1',
+           'same_network', 'networks', 'rank_agreement', 'rank_agreement_table', 'conclusions', 'epochs_trained_text',
+           'split_constant_columns', 'table_markdown', 'figure_markdown']
 
 # %% ../nbs/40_analysis.ipynb #92fa0de4
 import math
@@ -150,6 +150,11 @@ def budget_share(record: RunRecord) -> float | None:
     "Training seconds over the run's time budget (None for a run without one)."
     return record.train_seconds / record.config['budget_s'] if record.config.get('budget_s') else None
 
+def setup_share(record: RunRecord) -> float | None:
+    "Set-up seconds (data, model, FLOP count: before training) over the run's time budget (None without one)."
+    budget = record.config.get('budget_s')
+    return record.setup_seconds / budget if budget and record.setup_seconds is not None else None
+
 def off_budget(record: RunRecord, tolerance: float = 0.1) -> bool:
     "Whether a run under a time budget trained more than `tolerance` off it."
     share = budget_share(record)
@@ -207,6 +212,7 @@ def _model_row(variant: str, model: str, study: Study) -> dict:
     row['learned'] = bool(records) and row['top1'] >= LEARNED * CHANCE['top1']
     row['off_budget'] = [record.config.get('seed') for record in records if off_budget(record)]
     row['budget_share'] = mean_std([budget_share(record) for record in records])[0]
+    row['setup_share'] = mean_std([setup_share(record) for record in records])[0]
     row['wall_hours'] = sum(record.wall_seconds or 0 for record in records) / 3600
     row['cpu_hours'] = sum((record.wall_seconds or 0) * (record.environment.get('cpu_threads') or 1) for record in records
                            if record.environment.get('device') == 'cpu') / 3600
@@ -908,16 +914,19 @@ def model_table(table: pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/40_analysis.ipynb #b8d2f1e3
 def cost_table(study: Study, table: pd.DataFrame) -> pd.DataFrame:
-    "Per measured model: runs, machine hours, CPU-hours, peak memory, budget use, the commit and the command that reproduces it."
+    "Per measured model: runs, machine hours, CPU-hours, peak memory, set-up and training shares of a budget, the commit and the command that reproduces it."
     measured = table[table.n > 0]
-    return pd.DataFrame({
+    columns = {
         'model': measured.model, 'runs': measured.n,
         'wall hours (all seeds)': [f"{v:.2f}" for v in measured.wall_hours],
         'CPU-hours': [f"{v:.2f}" if v else '' for v in measured.cpu_hours],
-        'peak memory (GiB)': [f"{v:.2f}" for v in measured.peak_memory_gib],
-        'training / budget': [f"{v:.0%}" if not math.isnan(v) else '' for v in measured.budget_share],
-        'outside 10 % of budget': [', '.join(f"seed {s}" for s in seeds) for seeds in measured.off_budget],
-        'commit': measured.commits, 'command': [f"`{command}`" for command in measured.command]})
+        'peak memory (GiB)': [f"{v:.2f}" for v in measured.peak_memory_gib]}
+    if measured.budget_share.notna().any():  # only a study under a time budget has these
+        columns.update({
+            'set-up / budget': [f"{v:.1%}" if not math.isnan(v) else '' for v in measured.setup_share],
+            'training / budget': [f"{v:.0%}" if not math.isnan(v) else '' for v in measured.budget_share],
+            'outside 10 % of budget': [', '.join(f"seed {s}" for s in seeds) for seeds in measured.off_budget]})
+    return pd.DataFrame(columns | {'commit': measured.commits, 'command': [f"`{command}`" for command in measured.command]})
 
 def cost_text(study: Study, table: pd.DataFrame) -> str:
     "The total cost of a study's completed runs, in one sentence."

@@ -344,6 +344,7 @@ def test_recipe_model_and_cost_tables_come_from_the_records_and_registry(study, 
     assert costs.loc['resnet_20', 'command'] == '`for s in 0 1 2; do cifar-study train resnet_20 --profile smoke --seed $s; done`'
     hours = sum(r.wall_seconds for r in completed(smoke_results)['resnet_20']) / 3600
     assert costs.loc['resnet_20', 'wall hours (all seeds)'] == f"{hours:.2f}"
+    assert 'training / budget' not in costs and 'set-up / budget' not in costs  # these runs had no budget
 
 
 def test_budget_misses_and_unlearned_models_are_named(study, table):
@@ -363,6 +364,9 @@ def test_budget_misses_and_unlearned_models_are_named(study, table):
     assert 'runs outside 10 % of the budget' in conclusions([budgeted], [table.reset_index()])
     assert 'kinds of machine' not in conclusions([budgeted], [table.reset_index()])
     assert 'seconds on the same hardware' in study_summary(budgeted, table.reset_index())
+    costs = cost_table(budgeted, table1(budgeted)).set_index('model')
+    setups = [r.setup_seconds / 1e-3 for r in budgeted.records_of('resnet_20')]
+    assert costs.loc['resnet_20', 'set-up / budget'] == f"{sum(setups) / len(setups):.1%}"
     schedule = recipe_table([budgeted]).set_index('setting').iloc[:, 0]['schedule']
     assert schedule.startswith('linear warm-up over 20% of the steps, then cosine to ')
     assert schedule.endswith(", stepped per batch (over the budget's seconds until the speed probe fixes the steps)")
