@@ -20,6 +20,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'cifar_study.analysis._listed': ('analysis.html#_listed', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._model_row': ('analysis.html#_model_row', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._number': ('analysis.html#_number', 'cifar_study/analysis.py'),
+                                      'cifar_study.analysis._of_budget': ('analysis.html#_of_budget', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._original_row': ('analysis.html#_original_row', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._ratio_text': ('analysis.html#_ratio_text', 'cifar_study/analysis.py'),
                                       'cifar_study.analysis._scope': ('analysis.html#_scope', 'cifar_study/analysis.py'),

@@ -146,14 +146,17 @@ def commit_text(record: RunRecord) -> str:
 CHANCE = {'top1': 1.0, 'top5': 5.0}  # % of guessing among CIFAR-100's 100 classes
 LEARNED = 5  # a model whose final top-1 is under this many times chance has not yet learned (at this compute)
 
+def _of_budget(record: RunRecord, seconds: float | None) -> float | None:
+    budget = record.config.get('budget_s')
+    return seconds / budget if budget and seconds is not None else None
+
 def budget_share(record: RunRecord) -> float | None:
     "Training seconds over the run's time budget (None for a run without one)."
-    return record.train_seconds / record.config['budget_s'] if record.config.get('budget_s') else None
+    return _of_budget(record, record.train_seconds)
 
 def setup_share(record: RunRecord) -> float | None:
     "Set-up seconds (data, model, FLOP count: before training) over the run's time budget (None without one)."
-    budget = record.config.get('budget_s')
-    return record.setup_seconds / budget if budget and record.setup_seconds is not None else None
+    return _of_budget(record, record.setup_seconds)
 
 def off_budget(record: RunRecord, tolerance: float = 0.1) -> bool:
     "Whether a run under a time budget trained more than `tolerance` off it."
