@@ -5,18 +5,17 @@
 # %% auto #0
 __all__ = ['EPOCHS_PROFILE', 'METRICS', 'CHANCE', 'LEARNED', 'TABLE1_COLUMNS', 'ABLATIONS', 'COSTS', 'RESNET20_FAMILY',
            'RECIPE_SETTINGS', 'Run', 'Study', 'variant_name', 'failure_cause', 'companion_profile', 'load_study',
-           'epochs_trained', 'commit_text', 'budget_share', 'setup_share', 'off_budget', 'reproduce_command',
-           'mean_std', 'status_text', 'device_text', 'table1', 'mean_std_text', 'notebook_links', 'held_equal',
-           'protocol_name', 'protocol_column', 'format_table1', 'markdown_table', 'table2', 'not_learned',
-           'not_learned_text', 'original_claims', 'theirs_text', 'protocol_words', 'welch_test', 'p_text', 'holm',
-           'verdict', 'ablation_table', 'format_ablation', 'our_model_for', 'claims_audit', 'contradicted_claims',
-           'budget_use', 'study_summary', 'pareto_front', 'group_colours', 'plot_top1_by_model', 'plot_cost_fronts',
-           'epoch_frame', 'plot_training_curves', 'plot_seed_spread', 'evaluated_records', 'superclass_frame',
-           'plot_model_heatmap', 'plot_superclass_heatmap', 'pooled_calibration', 'plot_reliability',
-           'reliability_panels', 'reliability_models', 'corruption_frame', 'robustness_table',
-           'plot_corruption_heatmap', 'recipe_table', 'model_table', 'cost_table', 'cost_text', 'their_logged_top1',
-           'same_network', 'networks', 'rank_agreement', 'rank_agreement_table', 'conclusions', 'epochs_trained_text',
-           'split_constant_columns', 'table_markdown', 'figure_markdown']
+           'epochs_trained', 'commit_text', 'reproduce_command', 'mean_std', 'status_text', 'device_text', 'table1',
+           'mean_std_text', 'notebook_links', 'held_equal', 'protocol_name', 'protocol_column', 'format_table1',
+           'markdown_table', 'table2', 'not_learned', 'not_learned_text', 'original_claims', 'theirs_text',
+           'protocol_words', 'welch_test', 'p_text', 'holm', 'verdict', 'ablation_table', 'format_ablation',
+           'our_model_for', 'claims_audit', 'contradicted_claims', 'budget_use', 'study_summary', 'pareto_front',
+           'group_colours', 'plot_top1_by_model', 'plot_cost_fronts', 'epoch_frame', 'plot_training_curves',
+           'plot_seed_spread', 'evaluated_records', 'superclass_frame', 'plot_model_heatmap', 'plot_superclass_heatmap',
+           'pooled_calibration', 'plot_reliability', 'reliability_panels', 'reliability_models', 'corruption_frame',
+           'robustness_table', 'plot_corruption_heatmap', 'recipe_table', 'model_table', 'cost_table', 'cost_text',
+           'their_logged_top1', 'same_network', 'networks', 'rank_agreement', 'rank_agreement_table', 'conclusions',
+           'epochs_trained_text', 'split_constant_columns', 'table_markdown', 'figure_markdown']
 
 # %% ../nbs/40_analysis.ipynb #92fa0de4
 import math
@@ -42,7 +41,8 @@ from scipy import stats
 from .models import MODEL_REGISTRY, TECHNIQUE_GROUPS, count_parameters, create_model, list_models
 from .models.registry import model_reference
 from .plans import PLANS
-from .records import RunRecord, RunRecordError, load_run_record, portable_path
+from .records import (BUDGET_TOLERANCE, RunRecord, RunRecordError, budget_share, load_run_record, off_budget,
+                                 portable_path, setup_share)
 from .run_folder import RECORD
 from .status import batch_status, unreadable_records
 
@@ -145,23 +145,6 @@ def commit_text(record: RunRecord) -> str:
 
 CHANCE = {'top1': 1.0, 'top5': 5.0}  # % of guessing among CIFAR-100's 100 classes
 LEARNED = 5  # a model whose final top-1 is under this many times chance has not yet learned (at this compute)
-
-def _of_budget(record: RunRecord, seconds: float | None) -> float | None:
-    budget = record.config.get('budget_s')
-    return seconds / budget if budget and seconds is not None else None
-
-def budget_share(record: RunRecord) -> float | None:
-    "Training seconds over the run's time budget (None for a run without one)."
-    return _of_budget(record, record.train_seconds)
-
-def setup_share(record: RunRecord) -> float | None:
-    "Set-up seconds (data, model, FLOP count: before training) over the run's time budget (None without one)."
-    return _of_budget(record, record.setup_seconds)
-
-def off_budget(record: RunRecord, tolerance: float = 0.1) -> bool:
-    "Whether a run under a time budget trained more than `tolerance` off it."
-    share = budget_share(record)
-    return share is not None and abs(share - 1) > tolerance
 
 def reproduce_command(model: str, profile: str, seeds, overrides: dict | None = None) -> str:
     "The command that trains a model's runs again under its profile (at the commit its records name)."
@@ -526,16 +509,16 @@ def contradicted_claims(points: float = 1.0, share: float = 0.05) -> pd.DataFram
     return pd.DataFrame(rows, columns=['their claim (report)', 'what their own logs and code show'])
 
 # %% ../nbs/40_analysis.ipynb #f899962b
-def budget_use(records: list[RunRecord], tolerance=0.1) -> str:
-    "How much of its training budget each run used, naming the runs more than `tolerance` off it."
+def budget_use(records: list[RunRecord]) -> str:
+    "How much of its training budget each run used, naming the runs its record flags as more than 10 % off it."
     shares = {(record.model, record.config.get('seed')): budget_share(record) for record in records
               if record.config.get('budget_s')}
     off = [f"`{record.model}` seed {record.config.get('seed')} ({budget_share(record):.0%})"
-           for record in sorted(records, key=lambda r: (r.model, r.config.get('seed'))) if off_budget(record, tolerance)]
+           for record in sorted(records, key=lambda r: (r.model, r.config.get('seed'))) if off_budget(record)]
     text = (f"Each run planned its steps from a speed probe at its start; the runs trained for "
             f"{min(shares.values()):.0%} to {max(shares.values()):.0%} of the budget")
-    return text + (f", and {_counted(len(off), 'run')} missed it by more than {tolerance:.0%}: {', '.join(off)}."
-                   if off else f", none more than {tolerance:.0%} off it.")
+    return text + (f", and {_counted(len(off), 'run')} missed it by more than {BUDGET_TOLERANCE:.0%}: {', '.join(off)}."
+                   if off else f", none more than {BUDGET_TOLERANCE:.0%} off it.")
 
 def _scope(profile: str, records: list[RunRecord]) -> str:
     "What a study under this profile can tell, and what it cannot."

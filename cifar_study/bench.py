@@ -34,7 +34,7 @@ from .augment import normalize, random_crop, random_horizontal_flip
 from .data import CIFAR100_MEAN, CIFAR100_STD, CIFARSplit, CIFARTensors, find_cifar100, load_split, split_loader
 from .models import count_flops, create_model, list_models
 from .recipes import resolve_config
-from .records import environment
+from .records import environment, setup_share
 from .distributed import device_settings, precision_used, training_device
 from .learner import build_learner
 from .training import ThroughputProbe
@@ -328,7 +328,7 @@ def budget_check(budget_s: float = 60.0, models=None, data_dir=None, out='benchm
                    steps=budget['steps'], epochs=budget['epochs'], train_seconds=record.train_seconds,
                    share_used=budget['share_used'], outside_tolerance=budget['outside_tolerance'],
                    probe_steps=budget['probe_steps'], probe_seconds=budget['probe_seconds'],
-                   setup_seconds=record.setup_seconds, setup_share=round(record.setup_seconds / budget_s, 3))
+                   setup_seconds=record.setup_seconds, setup_share=round(setup_share(record), 3))
         rows.append(row)
         flag = '  outside 10 %' if row['outside_tolerance'] else ''
         print(f"{name:28} {row['images_per_second']:8.1f} {row['step_seconds']:6.2f} {row['steps']:5d} "

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SETTLED_BY_THE_PROBE', 'UNSETTLED_EPOCHS', 'capture_rng', 'restore_rng', 'ThroughputProbe', 'plan_budget',
            'BudgetProbe', 'RecordKeeper', 'TrainingCheckpoint', 'EpochLog', 'DivergedError', 'FailOnNonFiniteLoss',
-           'StopAfterSteps', 'RunExistsError', 'RunPlan', 'settle_budget', 'budget_outcome', 'plan_run',
-           'RunFailedError', 'run', 'train_model']
+           'StopAfterSteps', 'RunExistsError', 'RunPlan', 'settle_budget', 'plan_run', 'RunFailedError', 'run',
+           'train_model']
 
 # %% ../nbs/22_training.ipynb #1e225b21
 import io
@@ -36,7 +36,7 @@ from .learner import build_learner, create_run_model, lr_in_seconds, lr_schedule
 from .models import count_flops, count_parameters
 from .recipes import (DEFAULT_PROFILE, RESUME_MAY_CHANGE, TrainConfig, config_differences, config_hash,
                                  legacy_run_folder, resolve_config, run_folder_path, stored_config, validate_config)
-from .records import (RunRecord, RunRecordError, atomic_write_bytes, environment, load_run_record,
+from .records import (RunRecord, RunRecordError, atomic_write_bytes, budget_outcome, environment, load_run_record,
                                  portable_path, source_diff, utc_now)
 from .run_folder import CHECKPOINT, RECORD, CheckpointError, Decision, RunFolder, RunFolderBusyError, decide, load_checkpoint
 
@@ -284,12 +284,6 @@ def settle_budget(plan: RunPlan, images_per_second: float, steps_per_epoch: int,
     budget = plan_budget(plan.config.budget_s, images_per_second, steps_per_epoch, plan.config.batch_size,
                          probe_steps, probe_seconds)
     return replace(plan, config=replace(plan.config, steps=budget['steps'], epochs=budget['epochs']), budget=budget)
-
-def budget_outcome(budget: dict, train_seconds: float, tolerance: float = 0.10) -> dict:
-    "The budget with what the run used: its training seconds, their share of the budget, and whether it missed by more than `tolerance`."
-    share = train_seconds / budget['budget_s']
-    return dict(budget, train_seconds_used=train_seconds, share_used=round(share, 3), tolerance=tolerance,
-                outside_tolerance=abs(share - 1) > tolerance)
 
 def _check_output_folder(out):
     path = Path(out)

@@ -13,13 +13,13 @@ from scipy import stats
 
 from cifar_study.analysis import (CHANCE, ablation_table, claims_audit, conclusions, contradicted_claims, corruption_frame,
                                   cost_table, figure_markdown, format_table1, holm, load_study, model_table, not_learned,
-                                  off_budget, original_claims, plot_corruption_heatmap, plot_cost_fronts, plot_reliability,
+                                  original_claims, plot_corruption_heatmap, plot_cost_fronts, plot_reliability,
                                   plot_seed_spread, plot_superclass_heatmap, plot_top1_by_model, plot_training_curves,
                                   mean_std_text, protocol_name, rank_agreement, recipe_table, same_network, reliability_models,
                                   reliability_panels, robustness_table, split_constant_columns, study_summary,
                                   superclass_frame, table1, table2, table_markdown, their_logged_top1, verdict)
 from cifar_study.models import TECHNIQUE_GROUPS, list_models
-from cifar_study.records import find_run_records, repo_root
+from cifar_study.records import budget_outcome, find_run_records, off_budget, repo_root
 
 REFERENCE = repo_root().parent/'shared'/'reference'/'original_study.md'
 
@@ -350,8 +350,10 @@ def test_recipe_model_and_cost_tables_come_from_the_records_and_registry(study, 
 def test_budget_misses_and_unlearned_models_are_named(study, table):
     record = study.records_of('resnet_20')[0]
     assert not off_budget(record)  # no budget
-    assert off_budget(replace(record, config={**record.config, 'budget_s': record.train_seconds / 1.2}))
-    assert not off_budget(replace(record, config={**record.config, 'budget_s': record.train_seconds / 1.05}))
+    budgeted = lambda budget_s, **flag: replace(record, config={**record.config, 'budget_s': budget_s},
+                                                budget=dict(budget_outcome(dict(budget_s=budget_s), record.train_seconds), **flag))
+    assert off_budget(budgeted(record.train_seconds / 1.2)) and not off_budget(budgeted(record.train_seconds / 1.05))
+    assert off_budget(budgeted(record.train_seconds, outside_tolerance=True))  # the record's flag decides
     frame = table.reset_index()
     frame.loc[frame.model == 'ecanet20_k5', 'learned'] = False
     assert not_learned(frame) == ['ecanet20_k5']
