@@ -302,8 +302,9 @@ def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
     steps_per_epoch = 200 // 32  # the synthetic train split
     assert budget['budget_s'] == 8.0 and budget['steps_per_epoch'] == steps_per_epoch
     # the probe is the run's first steps; then as many steps as the rest of the budget fits at their speed; the last
-    # epoch may be partial (the recorded speed and seconds are rounded: one step either way)
-    rest = (8.0 - budget['probe_seconds']) * budget['probe_train_images_per_second'] / 32
+    # epoch may be partial (the recorded speed and seconds are rounded: one step either way); on a busy machine the
+    # probe may use the whole budget, and then no step follows it
+    rest = max(8.0 - budget['probe_seconds'], 0) * budget['probe_train_images_per_second'] / 32
     assert 1 < budget['probe_steps'] <= budget['steps'] and abs(budget['steps'] - budget['probe_steps'] - rest) <= 1
     assert budget['epochs'] == -(-budget['steps'] // steps_per_epoch) == len(record.epochs)
     assert sum(row['steps'] for row in record.epochs) == budget['steps']
@@ -313,7 +314,8 @@ def test_budget_plans_steps_that_fill_the_budget(tmp_path, synthetic_data):
     assert budget['share_used'] == round(record.train_seconds / 8.0, 3)
     assert budget['outside_tolerance'] == (abs(record.train_seconds / 8.0 - 1) > 0.10)
     # one cosine, over the budget's seconds until the probe settles, then over the settled steps
-    assert record.config['lr'] >= record.epochs[0]['lr'] > record.epochs[-1]['lr'] >= record.config['final_lr']
+    assert record.config['lr'] >= record.epochs[0]['lr'] >= record.epochs[-1]['lr'] >= record.config['final_lr']
+    assert record.epochs[-1]['lr'] < record.config['lr']  # one epoch or several (a busy machine fits fewer steps)
     # per-epoch evaluations on the named subset, the final one on the whole test split
     assert record.data['epoch_test_images'] == 50 and record.data['epoch_test_rule']
     assert record.final['test_images'] == 100 and record.final['seconds'] >= 0
