@@ -16,7 +16,7 @@ def test_plain_budget_run_stops_on_its_budget_and_reports(synthetic_data):
     assert (run['model'], run['budget_s'], run['test_images']) == ('resnet_20', 2.0, 100)
     assert run['train_seconds'] >= 2.0 and run['eval_seconds'] > 0 and run['steps'] >= 1
     assert run['epochs'] == round(run['steps'] * 32 / 200, 3)
-    assert math.isclose(run['images_per_second'], run['steps'] * 32 / run['train_seconds'], rel_tol=0.01)
+    assert run['images_per_second'] == round(run['steps'] * 32 / run['train_seconds'], 1)  # a relative bound fails when slow
     assert 0 <= run['top1'] <= run['top5'] <= 1
 
 
